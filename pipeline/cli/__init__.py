@@ -1,0 +1,1 @@
+"""The ``spheroid`` command line: one click group, one small module per command family."""

@@ -1,0 +1,85 @@
+"""The ``spheroid`` click group.
+
+Commands are imported only when they run (``COMMANDS`` maps each name to
+``module:attribute``), so ``spheroid convert`` does not pay for importing torch.
+User errors (:class:`~pipeline.errors.SpheroidError`) become one line on stderr
+and exit status 1; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import SpheroidError
+
+LOG = logging.getLogger("pipeline")
+
+COMMANDS: dict[str, str] = {
+    "convert": "pipeline.cli.convert:convert",
+    "synth": "pipeline.cli.synth:synth",
+    "info": "pipeline.cli.info:info",
+    "demo": "pipeline.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SpheroidError as exc:
+            if LOG.isEnabledFor(logging.DEBUG):
+                LOG.exception("failed")
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished volumes are kept; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+def setup_logging(verbosity: int) -> None:
+    """Configure the root handler (only the CLI does this; library code only logs)."""
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    for noisy in ("distributed", "asyncio", "fsspec", "numcodecs", "matplotlib", "PIL", "tifffile", "numba", "urllib3", "botocore", "aiobotocore", "s3fs"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="spheroid")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info with tracebacks on error, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """spheroid: FUCCI spheroid time-lapses to per-nucleus cell-cycle read-outs.
+
+    Stages, in pipeline order: convert -> preprocess -> segment -> evaluate ->
+    classify. Each takes a YAML config (-c); `configs/` has one per stage.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    setup_logging(-1 if quiet else verbose)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,81 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from pipeline.config.base import load_config
+
+
+def config_option(model: type, default: str | None = None) -> Callable:
+    """``-c/--config FILE``: the callback returns the validated pydantic model.
+
+    Without the option the model's embedded defaults are used.
+    """
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None):
+        return load_config(model, value)
+
+    return click.option(
+        "-c",
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=default,
+        callback=callback,
+        help=f"YAML config for this stage ({model.__name__}); embedded defaults when omitted.",
+    )
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs instead of resuming.")
+
+workers_option = click.option(
+    "-w", "--workers", type=click.IntRange(min=1), default=None, help="Local Dask workers (overrides cluster.n_workers)."
+)
+
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler (tcp://host:port) instead of a local cluster."
+)
+
+storage_option = click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for s3:// and other remote stores (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.",
+)
+
+
+def parse_storage_options(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("key=value", ...)`` to a dict; ``endpoint_url`` goes under ``client_kwargs`` for S3."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--storage-option")
+        key, value = item.split("=", 1)
+        if key == "endpoint_url":
+            out.setdefault("client_kwargs", {})["endpoint_url"] = value
+        elif value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        else:
+            out[key] = value
+    return out
+
+
+def apply_cluster_overrides(config: Any, workers: int | None, scheduler: str | None) -> Any:
+    """Return ``config`` with ``--workers`` / ``--scheduler`` applied to its ``cluster`` section."""
+    cluster = config.cluster
+    if workers is not None:
+        cluster = cluster.model_copy(update={"n_workers": workers})
+    if scheduler is not None:
+        cluster = cluster.model_copy(update={"kind": "address", "address": scheduler})
+    return config.model_copy(update={"cluster": cluster})
+
+
+def progress_disabled() -> bool:
+    """True when ``-q`` was given (no progress bars)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.obj and ctx.obj.get("quiet"))

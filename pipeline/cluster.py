@@ -1,0 +1,115 @@
+"""Open the Dask cluster named in a stage's config, as one context manager.
+
+>>> from pipeline.config.cluster import ClusterConfig
+>>> with open_client(ClusterConfig(n_workers=1)) as client:   # doctest: +SKIP
+...     client.submit(sum, [1, 2]).result()
+3
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from pipeline.config.cluster import ClusterConfig
+from pipeline.errors import SpheroidError, require
+
+LOG = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Number of CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator["distributed.Client"]:  # noqa: F821
+    """Start (or connect to) the configured cluster and yield a client.
+
+    Parameters
+    ----------
+    config : ClusterConfig
+        Which cluster: ``local``, ``address`` or ``slurm``.
+    in_process : bool
+        Force a local cluster's workers to be threads of this process (needed
+        for ``memory://`` stores, which other processes cannot see).
+
+    Yields
+    ------
+    distributed.Client
+        Closed, with its cluster, when the block ends (a scheduler named by
+        ``address`` is left running).
+    """
+    from distributed import Client, LocalCluster
+
+    if config.kind == "address":
+        LOG.info("connecting to Dask scheduler at %s", config.address)
+        try:
+            client = Client(config.address, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise SpheroidError(f"cannot reach Dask scheduler {config.address}: {exc}") from exc
+        with client:
+            yield client
+        return
+
+    if config.kind == "slurm":
+        with _slurm_cluster(config) as cluster, Client(cluster) as client:
+            yield client
+        return
+
+    n_workers = config.n_workers or default_workers()
+    processes = config.processes and not in_process
+    LOG.info(
+        "starting local Dask cluster: %d worker(s) x %d thread(s), %s",
+        n_workers,
+        config.threads_per_worker,
+        "processes" if processes else "threads",
+    )
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=processes,
+        memory_limit=config.memory_limit,
+        dashboard_address=":0" if config.dashboard else None,
+        silence_logs=logging.WARNING,
+    )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def _slurm_cluster(config: ClusterConfig):
+    jobqueue = require("dask_jobqueue", "slurm")
+    s = config.slurm
+    cluster = jobqueue.SLURMCluster(
+        queue=s.queue,
+        account=s.account,
+        cores=s.cores,
+        processes=s.processes,
+        memory=s.memory,
+        walltime=s.walltime,
+        interface=s.interface,
+        local_directory=s.local_directory,
+        job_extra_directives=list(s.job_extra_directives),
+        job_script_prologue=list(s.job_script_prologue),
+        python=s.python or sys.executable,
+        scheduler_options={"dashboard_address": ":0" if config.dashboard else None},
+    )
+    LOG.info("SLURM worker job script:\n%s", cluster.job_script())
+    try:
+        if s.adapt:
+            cluster.adapt(minimum=1, maximum=s.jobs)
+        else:
+            cluster.scale(jobs=s.jobs)
+        yield cluster
+    finally:
+        cluster.close()

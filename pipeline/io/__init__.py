@@ -1,0 +1,1 @@
+"""Input and output: readers for microscope files, the OME-Zarr plate store, tables."""

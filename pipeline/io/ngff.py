@@ -1,0 +1,161 @@
+"""OME-NGFF 0.5 metadata (zarr v3) for plates, wells, images and labels.
+
+NGFF 0.5 is what ome-zarr-py 0.18 and napari-ome-zarr read with zarr 3 on
+Python 3.11; the metadata is written with ome-zarr-py's own writer functions so
+that it validates against the specification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import zarr
+from ome_zarr.format import FormatV05
+from ome_zarr.writer import (
+    write_label_metadata,
+    write_multiscales_metadata,
+    write_plate_metadata,
+    write_well_metadata,
+)
+
+NGFF_VERSION = "0.5"
+AXES = ("t", "c", "z", "y", "x")
+DEFAULT_CHANNELS = ("Hoechst", "Cy3", "GFP")
+DEFAULT_COLORS = {"hoechst": "0000FF", "dapi": "0000FF", "cy3": "FF0000", "red": "FF0000", "gfp": "00FF00", "green": "00FF00"}
+FALLBACK_COLORS = ("FF00FF", "00FFFF", "FFFF00", "FFFFFF")
+
+
+def default_color(name: str, index: int) -> str:
+    """Display colour (hex RGB) for a channel name: blue Hoechst, red Cy3, green GFP."""
+    return DEFAULT_COLORS.get(name.lower(), FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Physical description of a ``t, c, z, y, x`` image.
+
+    Parameters
+    ----------
+    channels : tuple of str
+        Channel names, e.g. ``("Hoechst", "Cy3", "GFP")``.
+    voxel_size : tuple of float
+        ``(z, y, x)`` voxel size in micrometres (thesis data: 5.0, 1.24, 1.24).
+    time_step : float
+        Seconds between time points (thesis data: 1800).
+    colors : tuple of str, optional
+        Hex RGB display colours; derived from the names when omitted.
+    """
+
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    voxel_size: tuple[float, float, float] = (5.0, 1.24, 1.24)
+    time_step: float = 1800.0
+    colors: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
+        if not self.colors:
+            object.__setattr__(self, "colors", tuple(default_color(n, i) for i, n in enumerate(self.channels)))
+        if len(self.colors) != len(self.channels):
+            raise ValueError("one colour per channel is needed")
+
+    @property
+    def scale(self) -> list[float]:
+        """NGFF scale for ``t, c, z, y, x``."""
+        return [float(self.time_step), 1.0, *self.voxel_size]
+
+    def with_channels(self, channels: tuple[str, ...]) -> "ImageMeta":
+        """The same geometry with other channels (colours re-derived)."""
+        return ImageMeta(channels=tuple(channels), voxel_size=self.voxel_size, time_step=self.time_step)
+
+
+def axes_metadata() -> list[dict[str, str]]:
+    return [
+        {"name": "t", "type": "time", "unit": "second"},
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space", "unit": "micrometer"},
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
+
+
+def write_image_metadata(group: zarr.Group, meta: ImageMeta, name: str, window_max: float) -> None:
+    """Write ``multiscales`` and ``omero`` metadata for a one-level image whose array is ``0``."""
+    omero = {
+        "channels": [
+            {
+                "label": ch,
+                "color": color,
+                "active": True,
+                "window": {"start": 0.0, "end": float(window_max), "min": 0.0, "max": float(window_max)},
+            }
+            for ch, color in zip(meta.channels, meta.colors)
+        ],
+        "rdefs": {"model": "color"},
+    }
+    write_multiscales_metadata(
+        group,
+        datasets=[{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": meta.scale}]}],
+        fmt=FormatV05(),
+        axes=axes_metadata(),
+        name=name,
+        metadata={"omero": omero},
+    )
+
+
+def write_labels_metadata(labels_group: zarr.Group, label_group: zarr.Group, meta: ImageMeta, name: str) -> None:
+    """Register label image ``name`` in the field's ``labels`` group and describe it."""
+    write_multiscales_metadata(
+        label_group,
+        datasets=[{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": meta.scale}]}],
+        fmt=FormatV05(),
+        axes=axes_metadata(),
+        name=name,
+    )
+    write_label_metadata(labels_group, name=name, fmt=FormatV05())
+    ome = dict(labels_group.attrs.get("ome", {}))
+    names = list(ome.get("labels", []))
+    if name not in names:
+        names.append(name)
+    ome.update({"version": NGFF_VERSION, "labels": names})
+    labels_group.attrs["ome"] = ome
+
+
+def write_plate(group: zarr.Group, name: str, wells: list[tuple[str, str]], field_count: int) -> None:
+    """Write plate metadata for ``wells`` given as ``(row, column)`` pairs."""
+    rows = sorted({r for r, _ in wells}, key=_row_key)
+    columns = sorted({c for _, c in wells}, key=_column_key)
+    write_plate_metadata(
+        group,
+        rows=rows,
+        columns=columns,
+        wells=[f"{r}/{c}" for r, c in sorted(wells, key=lambda w: (_row_key(w[0]), _column_key(w[1])))],
+        fmt=FormatV05(),
+        name=name,
+        field_count=field_count,
+    )
+
+
+def write_well(group: zarr.Group, fields: list[int]) -> None:
+    """Write well metadata listing the field images ``0, 1, ...``."""
+    write_well_metadata(group, [str(f) for f in sorted(fields)], fmt=FormatV05())
+
+
+def _row_key(row: str) -> tuple[int, str]:
+    return (len(row), row)
+
+
+def _column_key(col: str) -> tuple[int, str]:
+    return (int(col), col) if col.isdigit() else (10**9, col)
+
+
+def read_image_meta(group_attrs: dict[str, Any]) -> ImageMeta:
+    """Rebuild :class:`ImageMeta` from an image group's NGFF attributes."""
+    ome = group_attrs["ome"]
+    ms = ome["multiscales"][0]
+    scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+    channels = ome.get("omero", {}).get("channels", [])
+    names = tuple(ch["label"] for ch in channels)
+    colors = tuple(ch.get("color", "FFFFFF") for ch in channels)
+    return ImageMeta(channels=names, voxel_size=tuple(scale[2:]), time_step=scale[0], colors=colors)

@@ -1,0 +1,355 @@
+"""The experiment store: one OME-Zarr HCS plate per experiment.
+
+Layout (NGFF 0.5, zarr v3)::
+
+    plate.zarr/                       plate metadata; provenance under attrs["spheroid"]
+      B/10/                           well (row B, column 10)
+        0/                            field 0: the raw image, axes t, c, z, y, x
+          0                           the array, chunks (1, 1, Z, cy, cx), Blosc-zstd
+          done                        (T, C) uint8: 1 where a volume is written and verified
+          preprocessed/0, /done       derived images: same axes and chunks
+          labels/nuclei/0, /done      NGFF label images (c = 1)
+          tables/nuclei.parquet       per-nucleus tables
+
+A stage marks a ``(t, c)`` volume in ``done`` only after its chunks are written
+and read back; a later stage trusts only volumes marked done, and an image's
+``attrs["spheroid"]["complete"]`` is set only once every volume is done. That is
+what makes interrupted runs resumable and never mistaken for finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline.errors import StoreError
+from pipeline.io import ngff
+from pipeline.io.location import Location
+from pipeline.io.ngff import ImageMeta
+
+LOG = logging.getLogger(__name__)
+
+RAW = "raw"
+RESERVED = {"labels", "tables", "done", "0"}
+_WELL = re.compile(r"^([A-Za-z]{1,2})[/_-]?0*([0-9]{1,3})$")
+
+
+def parse_well(well: str) -> tuple[str, str]:
+    """Split a well name into NGFF row and column: ``"B10"``, ``"B/10"`` or ``"b010"`` -> ``("B", "10")``.
+
+    Raises
+    ------
+    StoreError
+        If the name is not a row letter followed by a column number.
+    """
+    match = _WELL.match(str(well).strip())
+    if not match:
+        raise StoreError(f"well name {well!r}: expected a row letter and a column number, like 'B10'")
+    return match.group(1).upper(), str(int(match.group(2)))
+
+
+def compressor(level: int = 5) -> BloscCodec:
+    """The store's codec: Blosc with zstd and bit-shuffle (good on 16-bit microscopy)."""
+    return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
+
+
+class Plate:
+    """An OME-Zarr HCS plate: wells of fields, each field a ``t, c, z, y, x`` image.
+
+    Use :meth:`create` or :meth:`open`; both take a local path or an fsspec URL.
+    """
+
+    def __init__(self, location: Location, group: zarr.Group):
+        self.location = location
+        self.group = group
+
+    # -- opening -----------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        *,
+        name: str = "plate",
+        storage_options: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> "Plate":
+        """Create an empty plate store.
+
+        Raises
+        ------
+        StoreError
+            If a store exists at ``url`` and ``overwrite`` is false.
+        """
+        location = Location(url, storage_options or {})
+        if location.exists():
+            if not overwrite:
+                raise StoreError(f"{location.url}: store exists; pass --overwrite to replace it")
+            LOG.warning("overwriting existing store %s", location.url)
+        group = location.open_group(mode="w")
+        # an empty plate: ome-zarr's writer insists on at least one well
+        plate = {"version": ngff.NGFF_VERSION, "name": name, "rows": [], "columns": [], "wells": [], "field_count": 0}
+        group.attrs["ome"] = {"version": ngff.NGFF_VERSION, "plate": plate}
+        group.attrs["spheroid"] = {"name": name}
+        return cls(location, group)
+
+    @classmethod
+    def open(cls, url: str, *, mode: str = "r", storage_options: dict[str, Any] | None = None) -> "Plate":
+        """Open an existing plate store (``mode`` ``"r"`` or ``"r+"``).
+
+        Raises
+        ------
+        StoreError
+            If there is no store, or it is not a plate.
+        """
+        location = Location(url, storage_options or {})
+        group = location.open_group(mode=mode)
+        if "plate" not in group.attrs.get("ome", {}):
+            raise StoreError(f"{location.url}: not an OME-Zarr plate (no 'ome.plate' metadata)")
+        return cls(location, group)
+
+    @property
+    def name(self) -> str:
+        return self.group.attrs["ome"]["plate"].get("name", "plate")
+
+    # -- wells and fields -----------------------------------------------------------
+    def wells(self) -> list[tuple[str, str]]:
+        """``(row, column)`` of every well, in plate order."""
+        return [tuple(w["path"].split("/")) for w in self.group.attrs["ome"]["plate"]["wells"]]
+
+    def fields(self) -> list["Field"]:
+        """Every field of every well, in plate order."""
+        out = []
+        for row, col in self.wells():
+            well = self.group[f"{row}/{col}"]
+            for image in well.attrs["ome"]["well"]["images"]:
+                out.append(Field(self, row, col, int(image["path"])))
+        return out
+
+    def field(self, well: str, index: int = 0) -> "Field":
+        """An existing field, e.g. ``plate.field("B10", 0)``."""
+        row, col = parse_well(well)
+        for f in self.fields():
+            if (f.row, f.column, f.index) == (row, col, int(index)):
+                return f
+        raise StoreError(f"{self.location.url}: no field {row}{col}/{index} (have: {', '.join(map(str, self.fields())) or 'none'})")
+
+    def add_field(self, well: str, index: int = 0) -> "Field":
+        """Create (or return) field ``index`` of ``well``, updating plate and well metadata."""
+        row, col = parse_well(well)
+        wells = self.wells()
+        if (row, col) not in wells:
+            wells.append((row, col))
+            self.group.require_group(f"{row}/{col}")
+            ngff.write_plate(self.group, name=self.name, wells=wells, field_count=0)
+        well_group = self.group[f"{row}/{col}"]
+        fields = [int(i["path"]) for i in well_group.attrs.get("ome", {}).get("well", {}).get("images", [])]
+        if int(index) not in fields:
+            fields.append(int(index))
+            well_group.require_group(str(int(index)))
+            ngff.write_well(well_group, fields)
+            plate_ome = dict(self.group.attrs["ome"])
+            plate_meta = dict(plate_ome["plate"])
+            plate_meta["field_count"] = max(plate_meta.get("field_count", 0), len(fields))
+            plate_ome["plate"] = plate_meta
+            self.group.attrs["ome"] = plate_ome
+        return Field(self, row, col, int(index))
+
+    # -- provenance -----------------------------------------------------------------
+    def record(self, stage: str, info: dict[str, Any]) -> None:
+        """Store a stage's provenance record under ``attrs["spheroid"]["stages"][stage]``."""
+        attrs = dict(self.group.attrs.get("spheroid", {}))
+        stages = dict(attrs.get("stages", {}))
+        stages[stage] = info
+        attrs["stages"] = stages
+        self.group.attrs["spheroid"] = attrs
+
+    def records(self) -> dict[str, Any]:
+        return dict(self.group.attrs.get("spheroid", {}).get("stages", {}))
+
+    def __repr__(self) -> str:
+        return f"Plate({self.location.url!r}, fields={len(self.fields())})"
+
+
+class Field:
+    """One field of view of one well: a raw image plus derived images, labels and tables."""
+
+    def __init__(self, plate: Plate, row: str, column: str, index: int):
+        self.plate = plate
+        self.row = row
+        self.column = column
+        self.index = index
+
+    @property
+    def well(self) -> str:
+        return f"{self.row}{self.column}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.row}/{self.column}/{self.index}"
+
+    def __str__(self) -> str:
+        return f"{self.well}/{self.index}"
+
+    def __repr__(self) -> str:
+        return f"Field({self})"
+
+    # -- paths ------------------------------------------------------------------------
+    def image_path(self, name: str = RAW) -> str:
+        """Group path of image ``name`` (``raw`` is the field group itself)."""
+        if name == RAW:
+            return self.path
+        if name in RESERVED or "/" in name.strip("/").replace("labels/", "", 1):
+            raise StoreError(f"image name {name!r} is reserved or not a plain name")
+        return f"{self.path}/{name}"
+
+    def label_path(self, name: str = "nuclei") -> str:
+        return f"{self.path}/labels/{name}"
+
+    def array_path(self, name: str = RAW) -> str:
+        return f"{self.image_path(name)}/0"
+
+    # -- images -----------------------------------------------------------------------
+    def create_image(
+        self,
+        name: str,
+        shape: tuple[int, int, int, int, int],
+        dtype: np.dtype | str,
+        meta: ImageMeta,
+        *,
+        chunk_yx: tuple[int, int] = (256, 256),
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
+        """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
+
+        Chunks hold one ``(t, c)`` volume split in y/x by ``chunk_yx``. An existing image
+        with the same shape, dtype and chunks is kept (so an interrupted stage resumes)
+        unless ``overwrite`` is set; one that differs raises :class:`StoreError`.
+        """
+        return self._create(self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False)
+
+    def create_labels(
+        self,
+        name: str,
+        shape: tuple[int, int, int, int, int],
+        meta: ImageMeta,
+        *,
+        dtype: np.dtype | str = "uint32",
+        chunk_yx: tuple[int, int] = (256, 256),
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
+        """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
+        return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
+
+    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 5:
+            raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
+        if shape[1] != len(meta.channels):
+            raise StoreError(f"{self.plate.location.child(gpath)}: {shape[1]} channels but {len(meta.channels)} channel names")
+        chunks = (1, 1, shape[2], min(chunk_yx[0], shape[3]), min(chunk_yx[1], shape[4]))
+        root = self.plate.group
+        if gpath in root and not overwrite:
+            existing = root[f"{gpath}/0"] if f"{gpath}/0" in root else None
+            if existing is not None and existing.shape == shape and existing.dtype == np.dtype(dtype) and existing.chunks == chunks:
+                LOG.info("resuming into existing %s", self.plate.location.child(gpath))
+                return existing
+            if existing is not None:
+                raise StoreError(
+                    f"{self.plate.location.child(gpath)}: exists with shape {existing.shape} {existing.dtype}, "
+                    f"chunks {existing.chunks}; pass --overwrite to replace it"
+                )
+        group = root.require_group(gpath)
+        for child in ("0", "done"):
+            if child in group:
+                del group[child]
+        array = group.create_array(
+            "0",
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            compressors=compressor(),
+            fill_value=0,
+            dimension_names=list(ngff.AXES),
+        )
+        group.create_array("done", shape=shape[:2], chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
+        if label:
+            ngff.write_labels_metadata(root.require_group(f"{self.path}/labels"), group, meta, name)
+        else:
+            window = np.iinfo(dtype).max if np.issubdtype(np.dtype(dtype), np.integer) else 1.0
+            ngff.write_image_metadata(group, meta, name=name, window_max=window)
+        group.attrs["spheroid"] = {"complete": False, **(attrs or {})}
+        return array
+
+    def has_image(self, name: str = RAW) -> bool:
+        return f"{self.image_path(name)}/0" in self.plate.group
+
+    def has_labels(self, name: str = "nuclei") -> bool:
+        return f"{self.label_path(name)}/0" in self.plate.group
+
+    def _group(self, gpath: str) -> zarr.Group:
+        if f"{gpath}/0" not in self.plate.group:
+            raise StoreError(f"{self.plate.location.child(gpath)}: no such image in the store")
+        return self.plate.group[gpath]
+
+    def image(self, name: str = RAW) -> zarr.Array:
+        """The ``t, c, z, y, x`` array of image ``name``."""
+        return self._group(self.image_path(name))["0"]
+
+    def labels(self, name: str = "nuclei") -> zarr.Array:
+        return self._group(self.label_path(name))["0"]
+
+    def meta(self, name: str = RAW) -> ImageMeta:
+        """Channels, voxel size and time step of image ``name``."""
+        return ngff.read_image_meta(dict(self._group(self.image_path(name)).attrs))
+
+    def attrs(self, name: str = RAW, *, label: bool = False) -> dict[str, Any]:
+        """The ``spheroid`` attributes of an image (provenance, ``complete``...)."""
+        gpath = self.label_path(name) if label else self.image_path(name)
+        return dict(self._group(gpath).attrs.get("spheroid", {}))
+
+    def update_attrs(self, name: str = RAW, *, label: bool = False, **values: Any) -> None:
+        gpath = self.label_path(name) if label else self.image_path(name)
+        group = self._group(gpath)
+        attrs = dict(group.attrs.get("spheroid", {}))
+        attrs.update(values)
+        group.attrs["spheroid"] = attrs
+
+    # -- completion -------------------------------------------------------------------
+    def done(self, name: str = RAW, *, label: bool = False) -> np.ndarray:
+        """``(T, C)`` bool array: which volumes are written and verified."""
+        gpath = self.label_path(name) if label else self.image_path(name)
+        return self._group(gpath)["done"][:] > 0
+
+    def is_complete(self, name: str = RAW, *, label: bool = False) -> bool:
+        """True once every volume of the image is written and the stage has finished."""
+        try:
+            return bool(self.attrs(name, label=label).get("complete", False))
+        except StoreError:
+            return False
+
+    def mark_complete(self, name: str = RAW, *, label: bool = False, **values: Any) -> None:
+        """Set ``complete`` once every volume is done (raises if some are not)."""
+        missing = np.argwhere(~self.done(name, label=label))
+        if len(missing):
+            t, c = missing[0]
+            raise StoreError(f"{self}/{name}: {len(missing)} volume(s) not written (first: t={t}, c={c})")
+        self.update_attrs(name, label=label, complete=True, **values)
+
+    # -- tables -----------------------------------------------------------------------
+    def table_url(self, name: str) -> str:
+        """URL of the per-field table ``tables/<name>.parquet``."""
+        return self.plate.location.child(f"{self.path}/tables/{name}.parquet")
+
+
+def iter_volumes(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """All ``(t, c)`` pairs of a ``t, c, z, y, x`` shape."""
+    for t in range(shape[0]):
+        for c in range(shape[1]):
+            yield t, c

@@ -1,0 +1,88 @@
+"""Worker-side reading and writing of single ``(t, c)`` volumes.
+
+These functions take a picklable :class:`~pipeline.io.location.Location` and an
+array path, so a Dask task opens the store itself, writes its volume straight
+to Zarr and returns only small metadata to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.io.location import Location
+
+LOG = logging.getLogger(__name__)
+
+
+def done_path(array_path: str) -> str:
+    """Path of the ``done`` array beside an image's ``0`` array."""
+    return array_path.rsplit("/", 1)[0] + "/done"
+
+
+def is_done(location: Location, array_path: str, t: int, c: int) -> bool:
+    """Whether volume ``(t, c)`` is marked written and verified."""
+    return bool(location.open_array(done_path(array_path))[t, c])
+
+
+def read_volume(location: Location, array_path: str, t: int, c: int) -> np.ndarray:
+    """Read volume ``(t, c)`` (``z, y, x``) of the array at ``array_path``."""
+    return location.open_array(array_path)[t, c]
+
+
+def write_volume(
+    location: Location,
+    array_path: str,
+    t: int,
+    c: int,
+    volume: np.ndarray,
+    *,
+    verify: bool = True,
+) -> dict:
+    """Write one ``z, y, x`` volume, read it back, then mark it done.
+
+    Parameters
+    ----------
+    location : Location
+        The store.
+    array_path : str
+        Path of the ``t, c, z, y, x`` array, e.g. ``"B/10/0/0"``.
+    t, c : int
+        Time point and channel.
+    volume : numpy.ndarray
+        Data of shape ``array.shape[2:]``; cast to the array's dtype only if
+        that loses nothing.
+    verify : bool
+        Read the written chunks back and compare before marking done.
+
+    Returns
+    -------
+    dict
+        ``{"t", "c", "min", "max", "mean", "nbytes"}``: what the client keeps.
+
+    Raises
+    ------
+    StoreError
+        On a shape or dtype mismatch, or if the read-back differs.
+    """
+    array = location.open_array(array_path, mode="r+")
+    if volume.shape != array.shape[2:]:
+        raise StoreError(f"{location.child(array_path)}: volume t={t} c={c} has shape {volume.shape}, expected {array.shape[2:]}")
+    if volume.dtype != array.dtype:
+        if not np.can_cast(volume.dtype, array.dtype, casting="safe"):
+            raise StoreError(f"{location.child(array_path)}: cannot store {volume.dtype} data in a {array.dtype} array without loss")
+        volume = volume.astype(array.dtype)
+    array[t, c] = volume
+    if verify and not np.array_equal(array[t, c], volume):
+        raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
+    location.open_array(done_path(array_path), mode="r+")[t, c] = 1
+    return {
+        "t": int(t),
+        "c": int(c),
+        "min": float(volume.min()) if volume.size else 0.0,
+        "max": float(volume.max()) if volume.size else 0.0,
+        "mean": float(volume.mean()) if volume.size else 0.0,
+        "nbytes": int(volume.nbytes),
+    }

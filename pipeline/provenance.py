@@ -1,0 +1,69 @@
+"""What produced an output: package and library versions, the resolved config, when."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import BaseModel
+
+import pipeline
+
+KEY_LIBRARIES = (
+    "numpy",
+    "scipy",
+    "dask",
+    "distributed",
+    "zarr",
+    "numcodecs",
+    "scikit-image",
+    "opencv-python-headless",
+    "torch",
+    "tifffile",
+    "ome-zarr",
+    "connected-components-3d",
+)
+
+
+def library_versions(names: tuple[str, ...] = KEY_LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (``"not installed"`` for missing ones)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(stage: str, config: BaseModel | dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A record stored with every output.
+
+    Parameters
+    ----------
+    stage : str
+        The stage that wrote the output (``"convert"``, ``"preprocess"``...).
+    config : pydantic model or dict, optional
+        The resolved configuration the stage ran with.
+    **extra
+        Further JSON-compatible facts (input files, counts...).
+
+    Returns
+    -------
+    dict
+        ``{"stage", "spheroid_version", "created", "python", "libraries", "config", ...}``.
+    """
+    if isinstance(config, BaseModel):
+        config = config.model_dump(mode="json")
+    record = {
+        "stage": stage,
+        "spheroid_version": pipeline.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "libraries": library_versions(),
+        "config": config,
+    }
+    record.update(extra)
+    return record
