@@ -20,10 +20,7 @@ from pipeline.errors import SpheroidError
 LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
-    "convert": "pipeline.cli.convert:convert",
-    "synth": "pipeline.cli.synth:synth",
     "info": "pipeline.cli.info:info",
-    "demo": "pipeline.cli.demo:demo",
 }
 
 
