@@ -1,0 +1,1 @@
+"""Preprocessing: a named chain of filters per channel, and its distributed runner."""
