@@ -76,6 +76,6 @@ def test_shipped_configs_load():
     for path in sorted(configs.glob("*.yaml")):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# model: "), f"{path.name} must start with '# model: module:Class'"
-        module, cls = first.split(":", 1)[1].strip().rsplit(".", 1) if ":" not in first[9:] else first[9:].strip().split(":")
+        module, cls = first[len("# model: ") :].strip().split(":")
         model = getattr(importlib.import_module(module), cls)
         load_config(model, path)

@@ -61,8 +61,15 @@ def setup_logging(verbosity: int) -> None:
 @click.version_option(__version__, prog_name="spheroid")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info with tracebacks on error, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option(
+    "--cluster",
+    "cluster_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML ClusterConfig (local | address | slurm) replacing the `cluster` section of every stage's config.",
+)
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None) -> None:
     """spheroid: FUCCI spheroid time-lapses to per-nucleus cell-cycle read-outs.
 
     Stages, in pipeline order: convert -> preprocess -> segment -> evaluate ->
@@ -71,6 +78,15 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     setup_logging(-1 if quiet else verbose)
+    if cluster_file is not None:
+        from pipeline.config.base import load_config
+        from pipeline.config.cluster import ClusterConfig
+
+        try:
+            ctx.obj["cluster"] = load_config(ClusterConfig, cluster_file)
+        except SpheroidError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
 
 
 def main() -> None:

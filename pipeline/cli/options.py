@@ -66,8 +66,15 @@ def parse_storage_options(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def apply_cluster_overrides(config: Any, workers: int | None, scheduler: str | None) -> Any:
-    """Return ``config`` with ``--workers`` / ``--scheduler`` applied to its ``cluster`` section."""
+    """Return ``config`` with the cluster options applied to its ``cluster`` section.
+
+    In order: ``spheroid --cluster FILE`` (replaces the section), then ``--workers`` and
+    ``--scheduler`` of the command.
+    """
+    ctx = click.get_current_context(silent=True)
     cluster = config.cluster
+    if ctx is not None and ctx.obj and ctx.obj.get("cluster") is not None:
+        cluster = ctx.obj["cluster"]
     if workers is not None:
         cluster = cluster.model_copy(update={"n_workers": workers})
     if scheduler is not None:
