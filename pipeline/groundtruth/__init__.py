@@ -1,0 +1,13 @@
+"""Ground truth: instance masks -> semantic targets with an edge class, training sets,
+and the human-in-the-loop export/import of corrections.
+
+Modules: :mod:`~pipeline.groundtruth.prepare` (the vectorised target preparation),
+:mod:`~pipeline.groundtruth.trainset` (the training-set folder format),
+:mod:`~pipeline.groundtruth.corrections` (Labkit / napari round trips),
+:mod:`~pipeline.groundtruth.builders` (training sets from synthetic and real data),
+:mod:`~pipeline.groundtruth.tiffio` (calibrated, atomic TIFF files).
+"""
+
+from pipeline.groundtruth.trainset import TrainingSet, class_balance
+
+__all__ = ["TrainingSet", "class_balance"]
