@@ -1,0 +1,224 @@
+"""Configuration of the 3D U-Net training job (``spheroid train``) and of the network itself."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import StrictModel
+
+LossName = Literal["ce", "wce", "focal", "iou", "dice"]
+
+
+class UNetConfig(StrictModel):
+    """The architecture of :class:`pipeline.segment.unet.network.UNet3D` (all its keyword arguments)."""
+
+    in_channels: int = Field(1, ge=1)
+    """Input channels (1: one stain such as Hoechst)."""
+    n_classes: int = Field(3, ge=2)
+    """Output classes; the pipeline uses 3: background, edge, nucleus."""
+    features: list[int] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
+    """Channels of the double-conv block at each level, shallowest first; the last level is the
+    bottleneck, so ``len(features) - 1`` poolings (thesis default [64, 128, 256])."""
+    pool: list[list[int]] | None = None
+    """Pooling factor ``(z, y, x)`` for each of the ``len(features) - 1`` down-steps; ``null`` gives
+    ``(1, 2, 2)`` at the first step (keep z: 5 um z vs 1.24 um xy) and ``(2, 2, 2)`` after it."""
+    upsampling: Literal["transpose", "trilinear"] = "transpose"
+    """Decoder up-sampling: learnt transposed convolution or trilinear interpolation + 1x1x1 conv."""
+    norm: Literal["batch", "instance", "group"] | None = None
+    """Normalisation after each convolution (``null``: none, as in the thesis)."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout probability after each double-conv block (0: off)."""
+
+    @model_validator(mode="after")
+    def _pool_levels(self) -> "UNetConfig":
+        if self.pool is not None:
+            if len(self.pool) != len(self.features) - 1:
+                raise ValueError(f"pool needs {len(self.features) - 1} entries (one per down-step), got {len(self.pool)}")
+            for factor in self.pool:
+                if len(factor) != 3 or any(f < 1 for f in factor):
+                    raise ValueError(f"each pool entry must be three positive integers (z, y, x), got {factor}")
+        return self
+
+
+class LossTerm(StrictModel):
+    """One term of the training loss; the loss is the weighted sum of all terms."""
+
+    name: LossName
+    """``ce`` cross-entropy, ``wce`` class-weighted cross-entropy, ``focal`` focal loss (alpha, gamma),
+    ``iou`` soft IoU loss (class-weighted, thesis Eq. 8), ``dice`` soft Dice loss (class-weighted)."""
+    weight: float = Field(1.0, gt=0)
+    """Factor of this term in the sum."""
+    class_weights: list[float] | None = None
+    """Per-class weights (background, edge, nucleus) for wce, focal, iou and dice; equal when unset.
+    Thesis best: [1.0, 2.0, 1.5] with the IoU loss."""
+    alpha: float = Field(1.0, gt=0)
+    """Focal loss: overall factor alpha (thesis Eq. 7)."""
+    gamma: float = Field(2.0, ge=0)
+    """Focal loss: focusing exponent gamma (thesis tried 5-8; 0 gives cross-entropy)."""
+    eps: float = Field(1.0, gt=0)
+    """IoU / Dice: smoothing added to numerator and denominator."""
+
+    @model_validator(mode="after")
+    def _weights_need_name(self) -> "LossTerm":
+        if self.name == "wce" and self.class_weights is None:
+            raise ValueError("loss 'wce' needs class_weights, e.g. [1.0, 3.0, 2.0]")
+        if self.class_weights is not None and any(w < 0 for w in self.class_weights):
+            raise ValueError(f"class_weights must be >= 0, got {self.class_weights}")
+        return self
+
+
+class SamplingConfig(StrictModel):
+    """How training patches are drawn from the training volumes."""
+
+    patch_size: list[int] = Field(default_factory=lambda: [16, 128, 128], min_length=3, max_length=3)
+    """Patch shape (z, y, x) in voxels; each must be divisible by the network's total pooling."""
+    batch_size: int = Field(2, ge=1)
+    """Patches per optimisation step."""
+    foreground_fraction: float = Field(0.67, ge=0.0, le=1.0)
+    """Share of patches centred on a random nucleus or edge voxel (the rest are placed uniformly):
+    over-sampling of the rare classes."""
+    edge_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """Of the foreground-centred patches, the share centred on an edge voxel rather than a nucleus voxel."""
+
+
+class AugmentConfig(StrictModel):
+    """Random augmentation applied to each training patch."""
+
+    flip: bool = True
+    """Random flips along z, y and x."""
+    rotate90: bool = True
+    """Random 90-degree rotations in the y-x plane (square patches only)."""
+    intensity_scale: list[float] = Field(default_factory=lambda: [0.8, 1.2], min_length=2, max_length=2)
+    """Range of a random multiplicative intensity factor ([1, 1]: off)."""
+    intensity_shift: list[float] = Field(default_factory=lambda: [-0.1, 0.1], min_length=2, max_length=2)
+    """Range of a random additive offset, in normalised units ([0, 0]: off)."""
+    noise_std: float = Field(0.05, ge=0.0)
+    """Maximum standard deviation of added Gaussian noise (drawn uniformly in [0, noise_std])."""
+
+
+class NormalizationConfig(StrictModel):
+    """Percentile normalisation of every image (recorded in the model card: the model's input contract)."""
+
+    low: float = Field(1.0, ge=0, lt=100)
+    """Percentile mapped to 0."""
+    high: float = Field(99.8, gt=0, le=100)
+    """Percentile mapped to 1."""
+    clip: bool = False
+    """Clip the normalised values to [0, 1]."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "NormalizationConfig":
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class OptimConfig(StrictModel):
+    """Adam and the learning-rate schedule."""
+
+    lr: float = Field(1e-4, gt=0)
+    """Initial learning rate (thesis best with the IoU loss: 1e-4)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Adam weight decay."""
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    """Learning-rate schedule over ``max_steps``: constant, cosine decay to ``min_lr``, or step decay."""
+    min_lr: float = Field(1e-6, ge=0)
+    """Final learning rate of the cosine schedule."""
+    step_every: int = Field(1000, ge=1)
+    """Step schedule: multiply the rate by ``step_gamma`` every this many steps."""
+    step_gamma: float = Field(0.5, gt=0, le=1)
+    """Step schedule: the factor."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up from 0 over this many steps."""
+    grad_clip: float | None = Field(None, gt=0)
+    """Clip the gradient norm to this value (``null``: no clipping)."""
+
+
+class LabelingConfig(StrictModel):
+    """Instance labelling of the predicted probabilities (:func:`pipeline.segment.instances.label_nuclei`)."""
+
+    seed_threshold: float = Field(0.5, gt=0, lt=1)
+    """Seeds: voxels with p(nucleus) above this and nucleus as the most likely class."""
+    foreground_threshold: float = Field(0.5, gt=0, lt=1)
+    """Foreground (where instances may grow): p(edge) + p(nucleus) above this."""
+    erode_xy: int = Field(1, ge=0)
+    """Erode the seed mask this many times in y-x before finding seeds (splits thin bridges)."""
+    min_seed_size: int = Field(4, ge=1)
+    """Seeds smaller than this many voxels are dropped."""
+    min_size: int = Field(20, ge=0)
+    """Instances smaller than this many voxels are removed."""
+    elevation: Literal["probability", "distance"] = "probability"
+    """Watershed landscape: ``-p(nucleus)`` or the negative distance to the background."""
+
+
+class ValidationConfig(StrictModel):
+    """Validation on whole volumes of the ``val`` split."""
+
+    every: int = Field(200, ge=1)
+    """Validate every this many steps (and after the last step)."""
+    tile: list[int] | None = None
+    """Sliding-window tile (z, y, x) for validation; the patch size when unset."""
+    overlap: float = Field(0.25, ge=0, lt=1)
+    """Tile overlap as a fraction of the tile."""
+    metric: str = "f1_nucleus"
+    """Metric that selects the best checkpoint: ``loss``, ``f1_<class>``, ``iou_<class>``,
+    ``precision_<class>``, ``recall_<class>``, ``mean_f1`` or ``match_f1`` (instance F1 at IoU 0.5)."""
+    patience: int | None = Field(None, ge=1)
+    """Early stopping: stop after this many validations without improvement (``null``: never)."""
+    match_threshold: float = Field(0.5, gt=0, lt=1)
+    """IoU threshold of the instance matching metrics."""
+    max_volumes: int | None = Field(None, ge=1)
+    """Validate on at most this many val volumes (all when unset)."""
+
+
+class TrainConfig(StrictModel):
+    """The ``spheroid train`` job: data, network, loss, sampling, optimisation, validation, output."""
+
+    trainset: str | None = None
+    """Training-set folder (``manifest.json`` + images / instances / semantic); ``--trainset`` overrides."""
+    out: str = "runs/unet"
+    """Output folder: checkpoints, metrics.csv, learning_curve.png and the model in ``model/``."""
+    name: str = "unet"
+    """Name written into the model card."""
+    channel: str | None = None
+    """Use only training items of this channel (``null``: all items)."""
+    voxel_size: list[float] | None = Field(None, min_length=3, max_length=3)
+    """Voxel size (z, y, x um) the model expects; ``null``: taken from the training set (all items must agree)."""
+    voxel_tolerance: float = Field(0.25, ge=0)
+    """Relative voxel-size mismatch tolerated when the model is later applied to data."""
+    model: UNetConfig = Field(default_factory=UNetConfig)
+    """The network."""
+    loss: list[LossTerm] = Field(
+        default_factory=lambda: [LossTerm(name="iou", class_weights=[1.0, 2.0, 1.5])], min_length=1
+    )
+    """Loss terms, summed with their weights (thesis best: the IoU loss with weights [1.0, 2.0, 1.5])."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Patch sampling."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Augmentation."""
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    """Input normalisation."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimiser and schedule."""
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    """Instance labelling used in validation and stored in the model card for inference."""
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    """Validation, best checkpoint and early stopping."""
+    max_steps: int = Field(5000, ge=1)
+    """Optimisation steps in total (a resumed run continues up to this number)."""
+    checkpoint_every: int = Field(100, ge=1)
+    """Write the resumable checkpoint every this many steps."""
+    seed: int = 0
+    """Seed of python, numpy and torch random numbers."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when available, else CPU."""
+    amp: bool = True
+    """Mixed precision (float16 autocast + gradient scaling) on CUDA; ignored on CPU."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (``null``: torch's default)."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (needs the ``[tensorboard]`` extra)."""
+    command: str | None = None
+    """The command that reproduces this model, written into the model card (filled by the CLI when unset)."""

@@ -1,0 +1,79 @@
+"""Apply a trained U-Net to one volume: check, normalise, predict, label."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.segment.instances import label_nuclei
+from pipeline.segment.unet.card import ModelCard
+from pipeline.segment.unet.predict import predict_volume
+
+LOG = logging.getLogger(__name__)
+
+
+def segment_volume(
+    volume: np.ndarray,
+    model: torch.nn.Module,
+    card: ModelCard,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    channels: Sequence[str] | None = None,
+    tile: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    source: str = "input",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and nucleus instances of a raw volume, as the model card prescribes.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Raw ``(z, y, x)`` (one channel) or ``(c, z, y, x)`` intensities; each channel is
+        percentile-normalised with the card's percentiles.
+    model, card : UNet3D, ModelCard
+        From :func:`pipeline.segment.unet.card.load_model`.
+    voxel_size : sequence of float, optional
+        The volume's voxel size (z, y, x) in um, checked against the card.
+    channels : sequence of str, optional
+        The volume's channel names, checked against the card.
+    tile : sequence of int, optional
+        Sliding-window tile; the card's ``tile`` when omitted.
+    overlap, batch_size, device, progress
+        See :func:`pipeline.segment.unet.predict.predict_volume`.
+    source : str
+        Name of the data for error messages.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        float32 probabilities ``(3, z, y, x)`` and uint32 labels ``(z, y, x)``.
+
+    Raises
+    ------
+    pipeline.errors.InputError
+        When voxel size or channels do not match the card.
+    """
+    data = volume[None] if volume.ndim == 3 else volume
+    card.check_input(voxel_size=voxel_size, n_channels=data.shape[0], channels=channels, source=source)
+    normed = np.stack([card.normalize(c) for c in data])
+    probs = predict_volume(
+        model, normed, tile=tile or card.tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
+    )
+    lab = card.labeling
+    labels = label_nuclei(
+        probs,
+        seed_threshold=lab.seed_threshold,
+        foreground_threshold=lab.foreground_threshold,
+        erode_xy=lab.erode_xy,
+        min_seed_size=lab.min_seed_size,
+        min_size=lab.min_size,
+        elevation=lab.elevation,
+        voxel_size=voxel_size or card.voxel_size,
+    )
+    return probs, labels

@@ -1,0 +1,237 @@
+"""The U-Net artefact: a folder with ``weights.pt`` (a state dict) and a ``model.json`` model card.
+
+The card states what the model expects of its input (voxel size, channels,
+percentile normalisation), the architecture it is built from, what it was trained
+on and how well it did. Weights are read with ``torch.load(weights_only=True)``,
+so a model folder cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, ValidationError, model_validator
+
+from pipeline.config.base import StrictModel, format_validation_error
+from pipeline.config.train import LabelingConfig, NormalizationConfig, UNetConfig
+from pipeline.errors import InputError
+from pipeline.preprocess.normalize import percentile_normalize
+from pipeline.segment.unet.network import UNet3D
+
+LOG = logging.getLogger(__name__)
+
+CARD_NAME = "model.json"
+WEIGHTS_NAME = "weights.pt"
+CLASSES = ("background", "edge", "nucleus")
+
+
+class ModelCard(StrictModel):
+    """What a trained U-Net is, what it expects and how it was made (``model.json``)."""
+
+    format: Literal["spheroid-unet"] = "spheroid-unet"
+    """Marks the file as a spheroid U-Net card."""
+    format_version: Literal[1] = 1
+    """Version of this card layout."""
+    name: str
+    """Model name."""
+    architecture: UNetConfig
+    """All keyword arguments of ``UNet3D``."""
+    classes: list[str] = Field(default_factory=lambda: list(CLASSES))
+    """Class names in output order."""
+    voxel_size: list[float] = Field(min_length=3, max_length=3)
+    """Voxel size (z, y, x) in um of the data the model was trained on."""
+    voxel_tolerance: float = Field(0.25, ge=0)
+    """Largest relative voxel-size difference per axis accepted at inference."""
+    channels: list[str] = Field(min_length=1)
+    """Channel names the model takes, in input order (e.g. ["Hoechst"])."""
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    """Percentile normalisation applied to each input volume."""
+    patch_size: list[int] = Field(min_length=3, max_length=3)
+    """Training patch size (z, y, x)."""
+    tile: list[int] = Field(min_length=3, max_length=3)
+    """Suggested sliding-window tile (z, y, x) at inference."""
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    """Instance-labelling parameters validated with this model."""
+    weights: str = WEIGHTS_NAME
+    """File name of the state dict beside the card."""
+    training: dict[str, Any] = Field(default_factory=dict)
+    """Training data (manifest summary), steps, time and resolved config."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    """Validation metrics: ``best``, ``final``, ``best_step`` and any held-out evaluation."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    """spheroid and torch versions that wrote the model."""
+    command: str | None = None
+    """The command that reproduces the model."""
+    created: str | None = None
+    """ISO time the card was written."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelCard":
+        if len(self.classes) != self.architecture.n_classes:
+            raise ValueError(f"{len(self.classes)} class names for a network with {self.architecture.n_classes} outputs")
+        if len(self.channels) != self.architecture.in_channels:
+            raise ValueError(f"{len(self.channels)} channel names for a network with {self.architecture.in_channels} inputs")
+        if any(v <= 0 for v in self.voxel_size):
+            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
+        return self
+
+    def check_input(
+        self,
+        *,
+        voxel_size: Sequence[float] | None = None,
+        n_channels: int | None = None,
+        channels: Sequence[str] | None = None,
+        source: str = "input",
+    ) -> None:
+        """Raise :class:`InputError` when data does not match what the model expects.
+
+        Parameters
+        ----------
+        voxel_size : sequence of float, optional
+            The data's voxel size (z, y, x) in um; each axis may differ from the card's
+            by at most ``voxel_tolerance`` (relative).
+        n_channels : int, optional
+            Channels the data provides.
+        channels : sequence of str, optional
+            The data's channel names; each of the model's channels must be among them.
+        source : str
+            What the data is (a file name), for the message.
+        """
+        if n_channels is not None and n_channels != len(self.channels):
+            raise InputError(
+                f"{source}: model {self.name!r} takes {len(self.channels)} channel(s) {self.channels}, the data has {n_channels}"
+            )
+        if channels is not None:
+            missing = [c for c in self.channels if c not in channels]
+            if missing:
+                raise InputError(f"{source}: model {self.name!r} needs channel(s) {missing}, the data has {list(channels)}")
+        if voxel_size is not None:
+            if len(voxel_size) != 3:
+                raise InputError(f"{source}: voxel size must be (z, y, x), got {tuple(voxel_size)}")
+            for axis, have, want in zip("zyx", voxel_size, self.voxel_size):
+                if have <= 0 or abs(have - want) / want > self.voxel_tolerance:
+                    raise InputError(
+                        f"{source}: voxel size {tuple(float(v) for v in voxel_size)} um differs from the "
+                        f"{tuple(self.voxel_size)} um model {self.name!r} was trained on (axis {axis}, tolerance "
+                        f"{self.voxel_tolerance:.0%}); rescale the data first"
+                    )
+
+    def normalize(self, volume: np.ndarray) -> np.ndarray:
+        """Percentile-normalise one ``(z, y, x)`` volume as the model expects (float32)."""
+        n = self.normalization
+        return percentile_normalize(volume, n.low, n.high, clip=n.clip)
+
+
+def build_model(architecture: UNetConfig | dict[str, Any]) -> UNet3D:
+    """A fresh ``UNet3D`` from an architecture config."""
+    if isinstance(architecture, dict):
+        architecture = UNetConfig.model_validate(architecture)
+    return UNet3D(**architecture.model_dump())
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(model: torch.nn.Module, card: ModelCard, folder: str | Path) -> Path:
+    """Write ``weights.pt`` and ``model.json`` into ``folder`` (each atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _atomic_write_bytes(folder / card.weights, lambda p: torch.save(state, p))
+    text = json.dumps(card.model_dump(mode="json"), indent=2) + "\n"
+    _atomic_write_bytes(folder / CARD_NAME, lambda p: p.write_text(text))
+    return folder
+
+
+def load_card(folder: str | Path) -> ModelCard:
+    """Read and validate ``folder/model.json``.
+
+    Raises
+    ------
+    InputError
+        Naming the path when the folder or card is missing, unreadable or invalid.
+    """
+    folder = Path(folder)
+    path = folder / CARD_NAME
+    if not folder.is_dir():
+        raise InputError(f"{folder}: model folder not found")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: model card not found (a model folder holds {CARD_NAME} and {WEIGHTS_NAME})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read model card ({exc})") from None
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, str(path))) from None
+
+
+def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet3D, ModelCard]:
+    """Load a model folder: the card, the network it describes and its weights (``weights_only=True``).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder with ``model.json`` and the weights file it names.
+    device : str or torch.device
+        Where to put the network.
+
+    Returns
+    -------
+    (UNet3D, ModelCard)
+        The network in eval mode, and its card.
+
+    Raises
+    ------
+    InputError
+        When the card or weights are missing or do not fit each other.
+    """
+    card = load_card(folder)
+    weights = Path(folder) / card.weights
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise InputError(f"{weights}: cannot load weights ({type(exc).__name__}: {exc})") from None
+    model = build_model(card.architecture)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{weights}: weights do not fit the architecture in {CARD_NAME} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+    model.to(device).eval()
+    LOG.info("loaded model %r from %s", card.name, folder)
+    return model, card
+
+
+def default_model_path() -> Path:
+    """Folder of the default U-Net shipped with the package (``pipeline/data/models/unet-default``)."""
+    return Path(str(resources.files("pipeline") / "data" / "models" / "unet-default"))
+
+
+def load_default_model(*, device: str | torch.device = "cpu") -> tuple[UNet3D, ModelCard]:
+    """Load the shipped default model (see :func:`default_model_path`)."""
+    return load_model(default_model_path(), device=device)

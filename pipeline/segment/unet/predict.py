@@ -1,0 +1,173 @@
+"""Sliding-window inference with Gaussian blending (nnU-Net style).
+
+A volume is cut into overlapping tiles; each tile's softmax is weighted by a
+Gaussian centred on the tile (centres are trusted more than borders, where the
+network sees less context) and the weighted sums are divided by the summed
+weights. Volumes smaller than the tile, or not a multiple of the network's
+pooling, are zero-padded and the result cropped back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from itertools import product
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+LOG = logging.getLogger(__name__)
+
+
+def gaussian_importance(tile: Sequence[int], sigma_scale: float = 0.125, min_weight: float = 1e-3) -> np.ndarray:
+    """Gaussian weight map of shape ``tile``, 1 at the centre, at least ``min_weight``.
+
+    Parameters
+    ----------
+    tile : sequence of int
+        Tile shape.
+    sigma_scale : float
+        Sigma per axis as a fraction of the tile size (nnU-Net uses 1/8).
+    min_weight : float
+        Floor of the weights, so that tile corners still count where only one tile covers them.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``tile``.
+    """
+    axes = []
+    for n in tile:
+        coords = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+        sigma = max(n * sigma_scale, 1e-6)
+        axes.append(np.exp(-0.5 * (coords / sigma) ** 2))
+    weight = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    weight /= weight.max()
+    return np.maximum(weight, min_weight).astype(np.float32)
+
+
+def tile_starts(size: int, tile: int, step: int) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``[0, size)`` with at most ``step`` between them.
+
+    The first tile starts at 0 and the last ends at ``size``; starts are spread evenly.
+    ``size`` must be at least ``tile``.
+    """
+    if size <= tile:
+        return [0]
+    n = int(np.ceil((size - tile) / step)) + 1
+    return [int(round(i * (size - tile) / (n - 1))) for i in range(n)]
+
+
+def iter_tiles(shape: Sequence[int], tile: Sequence[int], overlap: float) -> Iterator[tuple[slice, slice, slice]]:
+    """Slices of all tiles over a volume of ``shape`` (each axis at least as large as the tile)."""
+    starts = []
+    for size, t in zip(shape, tile):
+        step = max(1, int(t * (1 - overlap)))
+        starts.append(tile_starts(size, t, step))
+    for z, y, x in product(*starts):
+        yield slice(z, z + tile[0]), slice(y, y + tile[1]), slice(x, x + tile[2])
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(np.ceil(value / multiple) * multiple)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def predict_volume(
+    model: nn.Module,
+    volume: np.ndarray,
+    *,
+    tile: Sequence[int] = (16, 128, 128),
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    divisor: Sequence[int] | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Class probabilities of a ``(z, y, x)`` volume by sliding-window inference.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps ``(batch, channels, z, y, x)`` float32 to logits ``(batch, classes, z, y, x)``.
+    volume : numpy.ndarray
+        ``(z, y, x)`` (one channel) or ``(c, z, y, x)``, already normalised as the model expects.
+    tile : sequence of int
+        Tile shape ``(z, y, x)``, rounded up to multiples of ``divisor``. A volume smaller
+        than the tile is zero-padded to it (one tile along that axis).
+    overlap : float
+        Overlap of neighbouring tiles as a fraction of the tile, in ``[0, 1)``.
+    batch_size : int
+        Tiles per forward pass.
+    device : str or torch.device, optional
+        ``"cpu"``, ``"cuda"``, or ``"auto"``/``None`` for CUDA when available.
+    divisor : sequence of int, optional
+        Sizes the network needs multiples of; ``model.divisor`` when the model has it, else 1.
+    progress : bool
+        Show a tqdm bar over the tiles.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes).
+
+    Raises
+    ------
+    ValueError
+        On a volume that is not 3D or 4D, or an overlap outside ``[0, 1)``.
+    """
+    if volume.ndim == 3:
+        volume = volume[None]
+    if volume.ndim != 4:
+        raise ValueError(f"volume must be (z, y, x) or (c, z, y, x), got shape {volume.shape}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if len(tile) != 3 or min(tile) < 1:
+        raise ValueError(f"tile must be three positive integers (z, y, x), got {tuple(tile)}")
+    dev = resolve_device(device)
+    if divisor is None:
+        divisor = getattr(model, "divisor", (1, 1, 1))
+    spatial = volume.shape[1:]
+    # pad the volume to a multiple of the divisor and to at least the tile ...
+    tile = [_round_up(t, d) for t, d in zip(tile, divisor)]
+    padded_shape = [max(_round_up(s, d), t) for s, t, d in zip(spatial, tile, divisor)]
+    pad = [(0, 0)] + [(0, p - s) for p, s in zip(padded_shape, spatial)]
+    data = np.pad(np.asarray(volume, dtype=np.float32), pad, mode="constant")
+
+    weight = torch.from_numpy(gaussian_importance(tile)).to(dev)
+    n_classes = None
+    acc = None
+    norm = torch.zeros(padded_shape, dtype=torch.float32, device=dev)
+    tiles = list(iter_tiles(padded_shape, tile, overlap))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            bar = tqdm(total=len(tiles), desc="predict", unit="tile", disable=not progress, leave=False)
+            for i in range(0, len(tiles), batch_size):
+                batch_slices = tiles[i : i + batch_size]
+                batch = np.stack([data[(slice(None),) + s] for s in batch_slices])
+                logits = model(torch.from_numpy(batch).to(dev))
+                probs = torch.softmax(logits.float(), dim=1)
+                if acc is None:
+                    n_classes = probs.shape[1]
+                    acc = torch.zeros((n_classes, *padded_shape), dtype=torch.float32, device=dev)
+                for s, p in zip(batch_slices, probs):
+                    acc[(slice(None),) + s] += p * weight
+                    norm[s] += weight
+                bar.update(len(batch_slices))
+            bar.close()
+    finally:
+        model.train(was_training)
+    out = (acc / norm).cpu().numpy()
+    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
+    LOG.debug("predicted %s in %d tiles of %s on %s", tuple(spatial), len(tiles), tuple(tile), dev)
+    return np.ascontiguousarray(out[crop], dtype=np.float32)

@@ -1,0 +1,93 @@
+"""Instance labelling: the seeded watershed splits touching nuclei that connected components merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.segment.instances import label_components, label_nuclei
+
+
+def ellipsoid(shape, centre, radii):
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return ((zz - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((xx - centre[2]) / radii[2]) ** 2 <= 1
+
+
+def touching_pair(shape=(9, 40, 48)):
+    """Two ellipsoids whose nucleus classes touch over a neck (the edge prediction failed there)."""
+    a = ellipsoid(shape, (4, 20, 15), (3.5, 8, 8))
+    b = ellipsoid(shape, (4, 20, 31), (3.5, 8, 8))  # centres 16 px apart, radii 8: they touch
+    truth = np.zeros(shape, np.uint32)
+    truth[a] = 1
+    truth[b & ~a] = 2
+    sem = np.zeros(shape, np.uint8)
+    sem[a | b] = 2
+    # the predicted edge ring around the pair, but nothing between the two
+    from scipy import ndimage as ndi
+
+    ring = ndi.binary_dilation(a | b, iterations=1) & ~(a | b)
+    sem[ring] = 1
+    return sem, truth
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_semantic_touching_pair_split():
+    sem, truth = touching_pair()
+    assert label_components(sem).max() == 1  # the thesis' cc3d merges them
+    labels = label_nuclei(sem, erode_xy=2, min_size=10)
+    assert labels.dtype == np.uint32 and labels.max() == 2
+    for t in (1, 2):
+        best = max(iou(truth == t, labels == k) for k in (1, 2))
+        assert best > 0.8
+
+
+def test_probabilities_touching_pair_split(rng):
+    sem, truth = touching_pair()
+    # soft probabilities: p(nucleus) dips in the neck where the two nuclei meet
+    from scipy import ndimage as ndi
+
+    # distance to each nucleus' own border: small in the neck where the two meet
+    dist = np.maximum(ndi.distance_transform_edt(truth == 1), ndi.distance_transform_edt(truth == 2))
+    p_nuc = (0.5 + 0.45 * np.clip(dist / 4.0, 0, 1)) * (sem == 2)
+    p_edge = (sem == 1) * 0.8 + (sem == 2) * (1 - p_nuc) * 0.7
+    p_bg = 1 - p_nuc - p_edge
+    probs = np.stack([p_bg, p_edge, p_nuc]).astype(np.float32)
+    probs += rng.normal(0, 0.01, probs.shape).astype(np.float32)
+    probs = np.clip(probs, 0, None)
+    probs /= probs.sum(0, keepdims=True)
+    assert label_components(np.argmax(probs, 0)).max() == 1
+    labels = label_nuclei(probs, seed_threshold=0.7, erode_xy=0, min_size=10)
+    assert labels.max() == 2
+    assert ((labels > 0) == (np.argmax(probs, 0) == 2)).all()
+    grown = label_nuclei(probs, seed_threshold=0.7, erode_xy=0, min_size=10, include_edge=True)
+    assert (grown > 0).sum() > (labels > 0).sum()
+    for t in (1, 2):
+        assert max(iou(truth == t, labels == k) for k in (1, 2)) > 0.75
+
+
+def test_small_objects_removed_and_relabelled():
+    sem = np.zeros((5, 30, 30), np.uint8)
+    sem[1:4, 2:10, 2:10] = 2
+    sem[2, 20, 20] = 2  # one voxel: too small for a seed
+    sem[1:4, 18:26, 2:10] = 2
+    labels = label_nuclei(sem, erode_xy=0, min_seed_size=4, min_size=10)
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+    assert labels[2, 20, 20] == 0
+
+
+def test_erosion_keeps_small_nuclei():
+    sem = np.zeros((3, 12, 12), np.uint8)
+    sem[1, 4:6, 4:6] = 2  # erased by y-x erosion, must survive as its own seed
+    labels = label_nuclei(sem, erode_xy=2, min_seed_size=1, min_size=1)
+    assert labels.max() == 1 and (labels > 0).sum() == 4
+
+
+def test_empty_and_bad_input():
+    assert label_nuclei(np.zeros((3, 8, 8), np.uint8)).max() == 0
+    with pytest.raises(ValueError, match="3 classes"):
+        label_nuclei(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="semantic map of integers"):
+        label_nuclei(np.zeros((3, 8, 8), np.float32))
