@@ -1,0 +1,72 @@
+"""Synthetic FUCCI spheroids: 3-channel confocal time-lapses with exact ground truth.
+
+:func:`generate` simulates one well and returns a :class:`SynthResult` (images,
+instance labels, a per-nucleus truth table); :func:`write_export` writes it as a
+microscope export (ImageJ TIFFs or an OME-TIFF) next to the truth. The command
+line is ``spheroid synth OUT_DIR``; settings are :class:`SynthConfig`
+(``configs/synth.yaml``). Same config, well and seed give identical output.
+
+The model
+---------
+Geometry (:mod:`pipeline.synth.population`, physical units, ``(z, y, x)``).
+    The spheroid is an ellipsoid centred in the field, flattened in z
+    (``spheroid_flattening``), its lowest point ``spheroid_bottom_um`` from the
+    first slice. Slice 0 is closest to the objective of an inverted microscope, so
+    deeper slices cut further into it. Cells live in the spheroid inside the imaged
+    stack plus one nucleus radius around it, so nuclei cut by the stack borders
+    exist. Their number comes from ``packing`` (nuclear volume fraction, ~7 % of
+    a 21x512x512 stack is nucleus, as in the thesis) unless given.
+Nuclei.
+    Ellipsoids with a random x/y orientation, a long/short ratio in
+    ``elongation`` and a z semi-axis ``z_ratio`` of the x/y mean. A nucleus' volume
+    doubles from birth to division within ``nucleus_diameter_um`` (8-14 um:
+    6-11 px in x/y, 2-3 slices in z). Packing: random start, then
+    soft-sphere relaxation pushes pairs closer than ``contact * (r_i + r_j)``
+    apart, keeping centres inside the spheroid; with ``contact < 1`` neighbours
+    touch along flat faces. The labels are a partition: each voxel belongs to the
+    nucleus it lies deepest in (smallest normalised ellipsoid distance).
+Cell cycle.
+    Phases early G1 -> G1 -> G1/S -> S/G2/M, with log-normal per-cell durations
+    (``phases``, in time points); the first frame is an asynchronous population.
+    At the end of S/G2/M a nucleus divides: the mother's track ends and two
+    early-G1 daughters (new track ids, ``parent_track_id`` set) appear side by
+    side at its place, each half its volume. The spheroid grows with the number
+    of cells (radius ~ N^(1/3), bottom fixed).
+Motion.
+    A persistent random walk (``motion_um``, ``motion_persistence``), slow turns
+    of the long axis (``rotation_deg``), then a few relaxation passes, so motion
+    is small and smooth and divisions push neighbours aside.
+FUCCI and Hoechst (:func:`pipeline.synth.population.fucci_levels`).
+    Cy3 (Cdt1, red) ramps up in early G1 -> G1 and fades through G1/S into
+    the first fifth of S/G2/M; GFP (Geminin, green) rises through G1/S and early
+    S/G2/M; both are low in early G1. Hoechst labels every nucleus and grows by
+    ``hoechst_g2_gain`` over S/G2/M (DNA content). Per-nucleus log-normal
+    brightness (``brightness``, ``brightness_cv``); nuclei are dimmer at their rim
+    and carry voxel-scale chromatin texture (``texture``). Hoechst staining fades
+    towards the spheroid core (``hoechst_penetration_um``, ``hoechst_core_floor``).
+    A fraction ``glowing_fraction`` of nuclei glows ``glowing_gain`` times
+    brighter and saturates the detector.
+Optics (:mod:`pipeline.synth.render`).
+    Diffuse autofluorescence in the spheroid between nuclei (``cytoplasm``);
+    point artefacts outside nuclei (``artefacts``, ``artefact_brightness``);
+    an anisotropic Gaussian PSF (``psf_sigma_um``, much wider in z); signal
+    attenuation with depth ``exp(-z / depth_attenuation_um)``, strongest for
+    Hoechst (UV excitation scatters most); vignetting.
+Detector.
+    Background per channel, Poisson shot noise (``gain`` ADU per
+    photo-electron; sampled exactly below 30 expected electrons, with the normal
+    approximation above), Gaussian read noise, rounding, clipping at
+    ``2**bit_depth - 1``; uint16.
+
+Truth.
+    ``labels`` carry the track id of each nucleus (consistent over time); the
+    table has one row per visible nucleus and frame with phase, phase progress,
+    centroid and volume from the labels, and whether any of its voxels saturated.
+"""
+
+from pipeline.config.synth import SynthConfig
+from pipeline.synth.export import read_table, write_export
+from pipeline.synth.generate import CHANNELS, TABLE_COLUMNS, SynthResult, generate
+from pipeline.synth.population import PHASES
+
+__all__ = ["CHANNELS", "PHASES", "TABLE_COLUMNS", "SynthConfig", "SynthResult", "generate", "read_table", "write_export"]

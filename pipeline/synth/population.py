@@ -1,0 +1,398 @@
+"""The simulated cells: spheroid geometry, packing, cell cycle, motion and divisions.
+
+Everything here is in physical units (micrometres, ``(z, y, x)`` order) and time
+points; :mod:`pipeline.synth.render` turns the cells into voxels. The cells are a
+struct of arrays (:class:`Cells`) so that every update is vectorised; the only
+iteration is the packing relaxation, a few passes over neighbour pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from pipeline.config.synth import SynthConfig
+
+LOG = logging.getLogger(__name__)
+
+PHASES = ("early G1", "G1", "G1/S", "S/G2/M")
+"""Phase names in cycle order; ``Cells.phase`` holds their index."""
+EARLY_G1, G1, G1_S, S_G2_M = range(4)
+
+
+@dataclass(frozen=True)
+class Spheroid:
+    """An ellipsoidal spheroid: centre and semi-axes ``(z, y, x)`` in um."""
+
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+
+    def rho(self, points: np.ndarray, shrink: np.ndarray | float = 0.0) -> np.ndarray:
+        """Normalised radius of ``points`` (N, 3): < 1 inside; ``shrink`` (um) shrinks the semi-axes."""
+        radii = np.maximum(np.asarray(self.radii)[None, :] - np.asarray(shrink, dtype=float).reshape(-1, 1), 1e-3)
+        return np.sqrt((((points - np.asarray(self.center)) / radii) ** 2).sum(axis=1))
+
+    def depth(self, points: np.ndarray) -> np.ndarray:
+        """Approximate distance (um) of ``points`` below the spheroid surface (0 outside)."""
+        return np.clip(1.0 - self.rho(points), 0.0, None) * min(self.radii)
+
+    def grown(self, volume_factor: float, bottom: float) -> "Spheroid":
+        """The spheroid with its volume scaled by ``volume_factor``, its lowest point kept at ``bottom``."""
+        scale = float(volume_factor) ** (1.0 / 3.0)
+        radii = tuple(r * scale for r in self.radii)
+        return Spheroid(center=(bottom + radii[0], self.center[1], self.center[2]), radii=radii)
+
+
+@dataclass
+class Cells:
+    """State of all simulated nuclei (one entry per living cell, arrays of equal length)."""
+
+    track: np.ndarray
+    """Track id (int64, from 1); also the nucleus' label value."""
+    parent: np.ndarray
+    """Track id of the mother (0 for cells present at the start)."""
+    pos: np.ndarray
+    """Centre ``(N, 3)`` in um, ``(z, y, x)``, z = 0 at the first slice."""
+    vel: np.ndarray
+    """Velocity ``(N, 3)`` in um per time point (persistent random walk)."""
+    size: np.ndarray
+    """Diameter (um) the nucleus reaches just before dividing."""
+    elong: np.ndarray
+    """Long-to-short axis ratio in x/y."""
+    zratio: np.ndarray
+    """z semi-axis relative to the x/y mean."""
+    angle: np.ndarray
+    """Orientation of the long axis in the y/x plane (radians)."""
+    phase: np.ndarray
+    """Phase index into :data:`PHASES` (int8)."""
+    age: np.ndarray
+    """Time points spent in the current phase."""
+    durations: np.ndarray
+    """``(N, 4)`` this cell's duration of each phase (time points)."""
+    bright: np.ndarray
+    """``(N, 3)`` per-channel brightness factors (log-normal, mean 1)."""
+    glow: np.ndarray
+    """Brightness gain: 1 for normal nuclei, large for glowing (over-exposed) ones."""
+
+    def __len__(self) -> int:
+        return int(self.track.size)
+
+    def take(self, index: np.ndarray) -> "Cells":
+        """The cells selected by ``index`` (boolean mask or integer indices)."""
+        return Cells(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list["Cells"]) -> "Cells":
+        """All cells of ``parts`` in order."""
+        return Cells(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Cells)})
+
+
+# -- geometry ------------------------------------------------------------------------------
+
+
+def stack_box(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The region (um) where cells live: the imaged stack plus one nucleus radius on every side."""
+    shape = np.asarray(config.shape, dtype=float)
+    voxel = np.asarray(config.voxel_size, dtype=float)
+    margin = config.nucleus_diameter_um[1] / 2.0
+    return -voxel / 2.0 - margin, (shape - 0.5) * voxel + margin
+
+
+def _region_volume(spheroid: Spheroid, lo: np.ndarray, hi: np.ndarray, n: int = 48) -> float:
+    """Volume (um^3) of the spheroid inside the box ``[lo, hi]`` (midpoint rule on an n^3 grid)."""
+    c, r = np.asarray(spheroid.center), np.asarray(spheroid.radii)
+    a, b = np.maximum(lo, c - r), np.minimum(hi, c + r)
+    if np.any(b <= a):
+        return 0.0
+    axes = [a[i] + (np.arange(n) + 0.5) * (b[i] - a[i]) / n for i in range(3)]
+    z, y, x = (((axes[i] - c[i]) / r[i]) ** 2 for i in range(3))
+    inside = (z[:, None, None] + y[None, :, None] + x[None, None, :]) < 1.0
+    return float(inside.mean() * np.prod(b - a))
+
+
+def mean_nucleus_volume(config: SynthConfig) -> float:
+    """Mean nucleus volume (um^3) over the diameter range and a cycle's growth."""
+    lo, hi = config.nucleus_diameter_um
+    d3 = (hi**4 - lo**4) / (4 * (hi - lo)) if hi > lo else lo**3
+    return float(np.pi / 6.0 * d3 * 0.75)  # growth (1+f)/2 averages 3/4 of the final volume
+
+
+def initial_geometry(config: SynthConfig) -> tuple[Spheroid, int]:
+    """The spheroid at the first time point and the number of nuclei in the stack region.
+
+    ``n_nuclei`` and ``spheroid_radius_um`` are used as given; a missing one is
+    derived from the other through ``packing`` (a missing radius is found by bisection);
+    with neither the radius is 36 % of the field width.
+    """
+    lo, hi = stack_box(config)
+    field = min(config.shape[1] * config.voxel_size[1], config.shape[2] * config.voxel_size[2])
+    centre_yx = (config.shape[1] - 1) * config.voxel_size[1] / 2.0, (config.shape[2] - 1) * config.voxel_size[2] / 2.0
+
+    def make(radius: float) -> Spheroid:
+        rz = radius * config.spheroid_flattening
+        return Spheroid(center=(config.spheroid_bottom_um + rz, *centre_yx), radii=(rz, radius, radius))
+
+    per_nucleus = mean_nucleus_volume(config) / config.packing
+    radius = config.spheroid_radius_um
+    if radius is None and config.n_nuclei is not None:
+        target = config.n_nuclei * per_nucleus
+        low, high = 1.0, 10.0 * field
+        for _ in range(40):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if _region_volume(make(mid), lo, hi) < target else (low, mid)
+        radius = high
+    elif radius is None:
+        radius = 0.36 * field
+    spheroid = make(radius)
+    n = config.n_nuclei
+    if n is None:
+        n = max(1, int(round(_region_volume(spheroid, lo, hi) / per_nucleus)))
+    if _region_volume(spheroid, lo, hi) <= 0:
+        raise ValueError("the spheroid does not reach the imaged stack (check spheroid_bottom_um)")
+    return spheroid, n
+
+
+# -- cell properties -----------------------------------------------------------------------
+
+
+def _lognormal(rng: np.random.Generator, cv: float, size) -> np.ndarray:
+    sigma = np.sqrt(np.log1p(cv**2))
+    return rng.lognormal(-(sigma**2) / 2.0, sigma, size=size)
+
+
+def _durations(config: SynthConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    p = config.phases
+    mean = np.array([p.early_g1, p.g1, p.g1_s, p.s_g2_m])
+    return mean[None, :] * _lognormal(rng, p.cv, (n, 4))
+
+
+def _new_glow(config: SynthConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    glowing = rng.random(n) < config.glowing_fraction
+    return np.where(glowing, rng.uniform(*config.glowing_gain, size=n), 1.0)
+
+
+def cycle_fraction(cells: Cells) -> np.ndarray:
+    """Progress through the whole cycle, 0 at birth and 1 at division."""
+    before = np.cumsum(cells.durations, axis=1) - cells.durations
+    n = len(cells)
+    done = before[np.arange(n), cells.phase] + np.minimum(cells.age, cells.durations[np.arange(n), cells.phase])
+    return np.clip(done / cells.durations.sum(axis=1), 0.0, 1.0)
+
+
+def phase_progress(cells: Cells) -> np.ndarray:
+    """Progress through the current phase, in [0, 1]."""
+    return np.clip(cells.age / cells.durations[np.arange(len(cells)), cells.phase], 0.0, 1.0)
+
+
+def diameters(cells: Cells, config: SynthConfig) -> np.ndarray:
+    """Current equivalent diameter (um): the volume doubles from birth to division."""
+    growth = ((1.0 + cycle_fraction(cells)) / 2.0) ** (1.0 / 3.0)
+    return np.clip(cells.size * growth, *config.nucleus_diameter_um)
+
+
+def semi_axes(cells: Cells, config: SynthConfig) -> np.ndarray:
+    """``(N, 3)`` semi-axes in um: z, the long x/y axis, the short x/y axis (same volume as the diameter)."""
+    r = diameters(cells, config) / 2.0
+    scale = cells.zratio ** (-1.0 / 3.0)
+    root = np.sqrt(cells.elong)
+    return np.stack([r * cells.zratio * scale, r * root * scale, r / root * scale], axis=1)
+
+
+def fucci_levels(cells: Cells, hoechst_g2_gain: float) -> np.ndarray:
+    """``(N, 3)`` relative expression of Hoechst, Cy3 and GFP from phase and progress.
+
+    Cy3 (Cdt1) ramps up early in G1 and fades through G1/S into early S/G2/M; GFP
+    (Geminin) rises through G1/S and saturates early in S/G2/M; both are low in
+    early G1 (the reporters are degraded at mitosis). Hoechst grows with DNA
+    content through S/G2/M.
+    """
+    p = phase_progress(cells)
+    ph = cells.phase
+    cy3 = np.select(
+        [ph == EARLY_G1, ph == G1, ph == G1_S],
+        [0.12 * p, 0.3 + 0.7 * np.minimum(1.0, p / 0.35), 1.0 - 0.55 * p],
+        default=0.45 * np.clip(1.0 - p / 0.2, 0.0, 1.0),
+    )
+    gfp = np.select(
+        [ph == EARLY_G1, ph == G1, ph == G1_S],
+        [0.06 * (1.0 - p), np.zeros_like(p), 0.35 + 0.4 * p],
+        default=0.75 + 0.25 * np.minimum(1.0, p / 0.3),
+    )
+    hoechst = 1.0 + hoechst_g2_gain * np.where(ph == S_G2_M, p, 0.0)
+    return np.stack([hoechst, cy3, gfp], axis=1)
+
+
+# -- creation and time steps ---------------------------------------------------------------
+
+
+def _uniform_in(spheroid: Spheroid, lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    c, r = np.asarray(spheroid.center), np.asarray(spheroid.radii)
+    a, b = np.maximum(lo, c - r), np.minimum(hi, c + r)
+    out: list[np.ndarray] = []
+    total = 0
+    while total < n:
+        pts = rng.uniform(a, b, size=(max(64, 2 * (n - total)), 3))
+        pts = pts[spheroid.rho(pts) < 1.0]
+        out.append(pts)
+        total += len(pts)
+    return np.concatenate(out)[:n]
+
+
+def init_cells(config: SynthConfig, spheroid: Spheroid, n: int, rng: np.random.Generator) -> Cells:
+    """``n`` cells at random positions in the spheroid and random points of their cycle (unrelaxed)."""
+    lo, hi = stack_box(config)
+    durations = _durations(config, rng, n)
+    mean = durations.mean(axis=0)
+    phase = rng.choice(4, size=n, p=mean / mean.sum()).astype(np.int8)
+    age = rng.random(n) * durations[np.arange(n), phase]
+    d_lo, d_hi = config.nucleus_diameter_um
+    return Cells(
+        track=np.arange(1, n + 1, dtype=np.int64),
+        parent=np.zeros(n, dtype=np.int64),
+        pos=_uniform_in(spheroid, lo, hi, n, rng),
+        vel=rng.normal(0.0, config.motion_um, size=(n, 3)),
+        size=rng.uniform(d_lo, d_hi, size=n) / 0.9,
+        elong=rng.uniform(*config.elongation, size=n),
+        zratio=rng.uniform(*config.z_ratio, size=n),
+        angle=rng.uniform(0.0, np.pi, size=n),
+        phase=phase,
+        age=age,
+        durations=durations,
+        bright=_lognormal(rng, config.brightness_cv, (n, 3)),
+        glow=_new_glow(config, rng, n),
+    )
+
+
+def advance(cells: Cells, config: SynthConfig, rng: np.random.Generator, next_track: int) -> tuple[Cells, int, int]:
+    """One time step: cycle progression, divisions and motion (overlaps are left to :func:`relax`).
+
+    Returns
+    -------
+    cells : Cells
+        The new population (daughters appended at the end, mothers removed).
+    next_track : int
+        The next unused track id.
+    n_divisions : int
+        How many cells divided in this step.
+    """
+    cells = replace(cells, age=cells.age + 1.0, phase=cells.phase.copy())
+    divide = np.zeros(len(cells), dtype=bool)
+    for _ in range(8):  # a fast cycle may cross several phases in one step
+        idx = np.arange(len(cells))
+        over = (~divide) & (cells.age >= cells.durations[idx, np.minimum(cells.phase, 3)])
+        if not over.any():
+            break
+        cells.age[over] -= cells.durations[idx[over], cells.phase[over]]
+        cells.phase[over] += 1
+        ended = cells.phase == 4
+        if config.division:
+            divide |= ended
+        else:  # no division: the cycle restarts in the same nucleus
+            cells.phase[ended] = EARLY_G1
+    cells.phase[divide] = S_G2_M  # mothers keep their last phase until they are replaced
+    # motion: a persistent random walk, and a small turn of the long axis
+    p = config.motion_persistence
+    vel = p * cells.vel + np.sqrt(1.0 - p**2) * rng.normal(0.0, config.motion_um, size=cells.vel.shape)
+    cells = replace(
+        cells,
+        vel=vel,
+        pos=cells.pos + vel,
+        angle=cells.angle + np.deg2rad(config.rotation_deg) * rng.standard_normal(len(cells)),
+    )
+    n_div = int(divide.sum())
+    if n_div == 0:
+        return cells, next_track, 0
+    mothers = cells.take(divide)
+    daughters = _daughters(mothers, config, rng, next_track)
+    return Cells.concat([cells.take(~divide), daughters]), next_track + 2 * n_div, n_div
+
+
+def _daughters(mothers: Cells, config: SynthConfig, rng: np.random.Generator, first_track: int) -> Cells:
+    """Two early-G1 daughters per mother, side by side along a random axis at the mother's place."""
+    n = len(mothers)
+    twice = np.repeat(np.arange(n), 2)
+    kids = mothers.take(twice)
+    m = 2 * n
+    direction = rng.normal(size=(n, 3))
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-9)
+    newborn = np.clip(mothers.size * 0.5 ** (1.0 / 3.0), *config.nucleus_diameter_um)
+    offset = 0.5 * config.contact * newborn[:, None] * direction
+    sign = np.tile([1.0, -1.0], n)[:, None]
+    durations = _durations(config, rng, m)
+    return Cells(
+        track=np.arange(first_track, first_track + m, dtype=np.int64),
+        parent=mothers.track[twice],
+        pos=kids.pos + sign * offset[twice],
+        vel=kids.vel + 0.3 * sign * offset[twice],
+        size=kids.size * _lognormal(rng, 0.05, m),
+        elong=rng.uniform(*config.elongation, size=m),
+        zratio=rng.uniform(*config.z_ratio, size=m),
+        angle=rng.uniform(0.0, np.pi, size=m),
+        phase=np.full(m, EARLY_G1, dtype=np.int8),
+        age=np.zeros(m),
+        durations=durations,
+        bright=kids.bright * _lognormal(rng, 0.1, (m, 3)),
+        glow=_new_glow(config, rng, m),
+    )
+
+
+def relax(
+    pos: np.ndarray,
+    radius: np.ndarray,
+    spheroid: Spheroid,
+    box: tuple[np.ndarray, np.ndarray],
+    contact: float,
+    iterations: int,
+    tol: float = 0.05,
+) -> np.ndarray:
+    """Push overlapping nuclei apart and keep them inside the spheroid and the box.
+
+    Nuclei are treated as spheres of ``radius`` (um); a pair closer than
+    ``contact * (r_i + r_j)`` is moved apart symmetrically along the line joining
+    them. Touching pairs stay touching, so a dense start gives packed nuclei.
+
+    Returns
+    -------
+    numpy.ndarray
+        The new ``(N, 3)`` positions.
+    """
+    pos = np.array(pos, dtype=float)
+    if len(pos) == 0:
+        return pos
+    reach = 2.0 * contact * float(radius.max())
+    lo, hi = box
+    for _ in range(iterations):
+        pairs = cKDTree(pos).query_pairs(reach, output_type="ndarray")
+        moved = False
+        if len(pairs):
+            i, j = pairs[:, 0], pairs[:, 1]
+            delta = pos[j] - pos[i]
+            dist = np.linalg.norm(delta, axis=1)
+            over = contact * (radius[i] + radius[j]) - dist
+            hit = over > tol
+            if hit.any():
+                moved = True
+                i, j, delta, dist, over = i[hit], j[hit], delta[hit], dist[hit], over[hit]
+                direction = delta / np.maximum(dist, 1e-6)[:, None]
+                direction[dist < 1e-6] = (1.0, 0.0, 0.0)
+                step = 0.5 * over[:, None] * direction
+                n = len(pos)
+                for ax in range(3):
+                    pos[:, ax] += np.bincount(j, step[:, ax], minlength=n) - np.bincount(i, step[:, ax], minlength=n)
+        pos = confine(pos, radius, spheroid, lo, hi)
+        if not moved:
+            break
+    return pos
+
+
+def confine(pos: np.ndarray, radius: np.ndarray, spheroid: Spheroid, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Pull centres back inside the spheroid (shrunk by each nucleus' radius) and the box."""
+    c = np.asarray(spheroid.center)
+    rho = spheroid.rho(pos, shrink=radius)
+    out = rho > 1.0
+    if out.any():
+        pos[out] = c + (pos[out] - c) / rho[out, None]
+    return np.clip(pos, lo, hi)
