@@ -77,6 +77,9 @@ def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator[
         processes=processes,
         memory_limit=config.memory_limit,
         dashboard_address=":0" if config.dashboard else None,
+        # without a dashboard the scheduler still serves /health etc., by default on port 8787:
+        # a random local port avoids "Port 8787 is already in use" when clusters run side by side
+        scheduler_kwargs=None if config.dashboard else {"dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.WARNING,
     )
     try:

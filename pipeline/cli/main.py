@@ -21,6 +21,7 @@ LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
     "info": "pipeline.cli.info:info",
+    "evaluate": "pipeline.cli.evaluate:evaluate",
     "synth": "pipeline.cli.synth:synth",
 }
 

@@ -1,0 +1,247 @@
+"""Where the label volumes to compare come from, paired ground truth with prediction.
+
+A source is a label TIFF (``YX``, ``ZYX``, ``TZYX`` or ``TCZYX``), a folder of them
+(paired with the other folder by file name), or a plate store (``labels/<name>`` of
+every field, every done ``(t, c)`` volume). Only file headers and store metadata are
+read here, so that every input problem is reported before any work starts; the
+pixels are read later by whichever Dask worker evaluates the pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.io.location import Location, url_scheme
+from pipeline.io.plate import Plate, iter_volumes
+from pipeline.io.readers.tiff import GENERIC_AXES, TIFF_SUFFIXES, TiffSource, open_tiff
+from pipeline.io.volumes import read_volume
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """One ``(z, y, x)`` label volume: time point ``t`` and channel ``c`` of a TIFF series or a store array.
+
+    Small and picklable: a Dask task receives it and reads the pixels itself.
+    """
+
+    label: str
+    t: int
+    c: int
+    shape: tuple[int, int, int]
+    dtype: str
+    source: TiffSource | None = None
+    location: Location | None = None
+    array_path: str | None = None
+
+    def load(self) -> np.ndarray:
+        """Read the volume (``z, y, x``; a 2D image has z = 1)."""
+        if self.source is not None:
+            return self.source.read(self.t, [self.c])[0]
+        return np.asarray(read_volume(self.location, self.array_path, self.t, self.c))
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One ground-truth volume with its prediction (and optionally both semantic class maps)."""
+
+    image: str
+    channel: str
+    t: int
+    truth: VolumeRef
+    pred: VolumeRef
+    semantic_truth: VolumeRef | None = None
+    semantic_pred: VolumeRef | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.image, self.channel, self.t)
+
+
+Key = tuple[str, str, int]
+
+
+def _channel_name(names: list[str] | None, c: int, n: int, label: str) -> str:
+    if names is None:
+        return f"c{c}"
+    if len(names) != n:
+        raise InputError(f"{label}: {n} channel(s) but channel_names has {len(names)} ({', '.join(names)})")
+    return str(names[c])
+
+
+def is_store(spec: str) -> bool:
+    """A plate store (remote URL, or a folder with ``zarr.json``) rather than TIFF files."""
+    return url_scheme(spec) != "file" or (Path(spec) / "zarr.json").is_file()
+
+
+def tiff_volumes(path: str, image: str, *, axes: str | None = None, channel_names: list[str] | None = None) -> dict[Key, VolumeRef]:
+    """Every ``(t, c)`` volume of a label TIFF, keyed by ``(image, channel, t)``.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, empty, corrupt, not integer-typed or of an unsupported shape.
+    """
+    import tifffile
+
+    axes_override = axes
+    if axes_override is None:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                file_axes, ndim = series.axes, len(series.shape)
+        except Exception as exc:  # tifffile raises many kinds on empty or corrupt files
+            raise InputError(f"{path}: not a readable TIFF file ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'empty'})") from exc
+        if any(a in GENERIC_AXES for a in file_axes):
+            if ndim not in DEFAULT_AXES:
+                raise InputError(f"{path}: {ndim}-dimensional labels; expected YX, ZYX, TZYX or TCZYX (set tiff_axes)")
+            axes_override = DEFAULT_AXES[ndim]
+    sources = open_tiff(path, axes=axes_override)
+    source = sources[0]
+    if not np.issubdtype(source.dtype, np.integer):
+        raise InputError(f"{path}: labels must be integers, got dtype {source.dtype}")
+    n_t, n_c, z, y, x = source.shape
+    out = {}
+    for t in range(n_t):
+        for c in range(n_c):
+            ch = _channel_name(channel_names, c, n_c, path)
+            out[(image, ch, t)] = VolumeRef(f"{path} (t={t}, c={c})" if n_t * n_c > 1 else path, t, c, (z, y, x), str(source.dtype), source=source)
+    return out
+
+
+def store_volumes(url: str, name: str, *, storage_options: dict[str, Any] | None = None, channel_names: list[str] | None = None) -> dict[Key, VolumeRef]:
+    """Every done ``(t, c)`` volume of ``labels/<name>`` in every field of a plate store.
+
+    Raises
+    ------
+    InputError
+        If no field holds such labels, or they are not integers.
+    StoreError
+        If the store cannot be opened or is not a plate.
+    """
+    plate = Plate.open(url, storage_options=storage_options)
+    out: dict[Key, VolumeRef] = {}
+    skipped = 0
+    found = False
+    for field in plate.fields():
+        if not field.has_labels(name):
+            continue
+        found = True
+        array = field.labels(name)
+        label = plate.location.child(field.label_path(name))
+        if not np.issubdtype(array.dtype, np.integer):
+            raise InputError(f"{label}: labels must be integers, got dtype {array.dtype}")
+        done = field.done(name, label=True)
+        names = channel_names
+        if names is None and field.has_image() and field.image().shape[1] == array.shape[1]:
+            names = list(field.meta().channels)
+        for t, c in iter_volumes(array.shape):
+            if not done[t, c]:
+                skipped += 1
+                continue
+            ch = _channel_name(names, c, array.shape[1], label)
+            out[(str(field), ch, t)] = VolumeRef(
+                f"{label} (t={t}, c={c})", t, c, tuple(int(s) for s in array.shape[2:]), str(array.dtype),
+                location=plate.location, array_path=field.label_path(name) + "/0",
+            )  # fmt: skip
+    if not found:
+        raise InputError(f"{plate.location.url}: no field holds labels/{name}")
+    if skipped:
+        LOG.warning("%s: %d volume(s) of labels/%s are not marked done and are left out", plate.location.url, skipped, name)
+    return out
+
+
+def discover(spec: str, *, labels: str, storage_options: dict[str, Any] | None = None, axes: str | None = None, channel_names: list[str] | None = None) -> tuple[dict[Key, VolumeRef], bool]:
+    """Volumes of a source given on the command line; also whether it is one single file."""
+    if is_store(spec):
+        return store_volumes(spec, labels, storage_options=storage_options, channel_names=channel_names), False
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES)
+        if not files:
+            raise InputError(f"{spec}: folder holds no TIFF files ({', '.join(TIFF_SUFFIXES)})")
+        out: dict[Key, VolumeRef] = {}
+        for f in files:
+            out.update(tiff_volumes(os.fspath(f), f.name, axes=axes, channel_names=channel_names))
+        return out, False
+    if path.is_file():
+        return tiff_volumes(os.fspath(path), path.name, axes=axes, channel_names=channel_names), True
+    raise InputError(f"{spec}: no such file, folder or store")
+
+
+def _rename_single(volumes: dict[Key, VolumeRef], image: str) -> dict[Key, VolumeRef]:
+    return {(image, ch, t): ref for (_, ch, t), ref in volumes.items()}
+
+
+def _align(truth: dict[Key, VolumeRef], other: dict[Key, VolumeRef], what: str, spec: str) -> dict[Key, VolumeRef]:
+    missing = [k for k in truth if k not in other]
+    if missing:
+        image, ch, t = missing[0]
+        raise InputError(f"{spec}: no {what} for {len(missing)} ground-truth volume(s), first: {image} channel {ch} t={t}")
+    extra = len(other) - len(truth)
+    if extra > 0:
+        LOG.info("%s: %d %s volume(s) without ground truth are ignored", spec, extra, what)
+    for key in truth:
+        a, b = truth[key], other[key]
+        if a.shape != b.shape:
+            raise InputError(f"{a.label} has shape {a.shape} but {b.label} has shape {b.shape}")
+    return {k: other[k] for k in truth}
+
+
+def pair_sources(
+    truth: str,
+    pred: str,
+    *,
+    truth_labels: str = "nuclei",
+    pred_labels: str = "nuclei",
+    semantic_truth: str | None = None,
+    semantic_pred: str | None = None,
+    semantic_labels: str = "semantic",
+    storage_options: dict[str, Any] | None = None,
+    axes: str | None = None,
+    channel_names: list[str] | None = None,
+) -> list[EvalItem]:
+    """Pair every ground-truth volume with its prediction (and semantic maps when given).
+
+    Two single files pair with each other whatever their names; folders pair by file
+    name; stores by field, channel and time point. Predictions without ground truth
+    are ignored.
+
+    Returns
+    -------
+    list of EvalItem
+        In the order of the ground truth.
+
+    Raises
+    ------
+    InputError
+        Naming the source and the first volume that has no counterpart or another shape.
+    """
+    if (semantic_truth is None) != (semantic_pred is None):
+        raise InputError("semantic masks need both --semantic-truth and --semantic-pred")
+    kw = {"storage_options": storage_options, "axes": axes, "channel_names": channel_names}
+    t_vol, t_single = discover(truth, labels=truth_labels, **kw)
+    if not t_vol:
+        raise InputError(f"{truth}: no ground-truth volumes to evaluate")
+    image = next(iter(t_vol))[0]
+
+    def aligned(spec: str, labels: str, what: str) -> dict[Key, VolumeRef]:
+        vol, single = discover(spec, labels=labels, **kw)
+        if single and t_single:
+            vol = _rename_single(vol, image)
+        return _align(t_vol, vol, what, spec)
+
+    p_vol = aligned(pred, pred_labels, "prediction")
+    st = aligned(semantic_truth, semantic_labels, "semantic ground truth") if semantic_truth else {}
+    sp = aligned(semantic_pred, semantic_labels, "semantic prediction") if semantic_pred else {}
+    return [EvalItem(k[0], k[1], k[2], t_vol[k], p_vol[k], st.get(k), sp.get(k)) for k in t_vol]
