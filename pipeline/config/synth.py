@@ -57,9 +57,9 @@ class NoiseConfig(StrictModel):
     """Mean background (dark offset plus out-of-focus light) per channel."""
     vignetting: float = Field(0.2, ge=0, lt=1)
     """Relative drop of background and signal from the centre to the corners of the field."""
-    gain: float = Field(1.5, gt=0)
+    gain: float = Field(4.0, gt=0)
     """ADU per photo-electron: the signal is divided by it, Poisson-sampled, multiplied back."""
-    read_noise: float = Field(6.0, ge=0)
+    read_noise: float = Field(20.0, ge=0)
     """Standard deviation of the Gaussian read noise (ADU)."""
 
 
@@ -115,7 +115,7 @@ class SynthConfig(StrictModel):
     rotation_deg: float = Field(8.0, ge=0)
     """Standard deviation of a nucleus' turn in x/y per time point (degrees)."""
 
-    brightness: ChannelTriple = Field(default_factory=lambda: ChannelTriple(hoechst=5000.0, cy3=6000.0, gfp=4500.0))
+    brightness: ChannelTriple = Field(default_factory=lambda: ChannelTriple(hoechst=8000.0, cy3=10000.0, gfp=8000.0))
     """Median peak intensity of a nucleus fully expressing the channel, before attenuation (ADU)."""
     brightness_cv: float = Field(0.35, ge=0, le=2)
     """Nucleus-to-nucleus variability of every channel's brightness (log-normal CV)."""

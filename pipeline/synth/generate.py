@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.config.synth import SynthConfig
+from pipeline.io.ngff import ImageMeta
 from pipeline.synth import population as pop
 from pipeline.synth import render
 
@@ -77,6 +78,11 @@ class SynthResult:
     time_step_s: float
     config: SynthConfig
 
+    @property
+    def image_meta(self) -> ImageMeta:
+        """Channels, voxel size and time step as the plate store describes an image."""
+        return ImageMeta(channels=self.channels, voxel_size=self.voxel_size, time_step=self.time_step_s)
+
 
 def well_streams(seed: int, well: str) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent random streams for the cells and for the rendering of one well.
@@ -109,6 +115,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     Examples
     --------
     >>> from pipeline.config.synth import SynthConfig
+from pipeline.io.ngff import ImageMeta
     >>> res = generate(SynthConfig(shape=(6, 48, 48), n_timepoints=2, n_nuclei=20))
     >>> res.images.shape, res.images.dtype.name, res.labels.shape
     ((2, 3, 6, 48, 48), 'uint16', (2, 6, 48, 48))

@@ -64,21 +64,28 @@ def rasterize(
     hi = np.floor(centers_px + reach[:, [0, 1, 1]] / np.array([vz, vy, vx])).astype(int) + 1
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, np.asarray(shape))
-    cos, sin = np.cos(angles), np.sin(angles)
-    for k in np.flatnonzero(np.all(hi > lo, axis=1)):
-        (z0, y0, x0), (z1, y1, x1) = lo[k], hi[k]
-        cz, cy, cx = centers_px[k]
-        c, a, b = axes[k]
-        dz = ((np.arange(z0, z1) - cz) * (vz / c)) ** 2
-        dy = (np.arange(y0, y1) - cy)[:, None] * vy
-        dx = (np.arange(x0, x1) - cx)[None, :] * vx
-        u = dy * cos[k] + dx * sin[k]
-        v = dx * cos[k] - dy * sin[k]
-        d2 = ((u / a) ** 2 + (v / b) ** 2)[None, :, :] + dz[:, None, None]
+    keep = np.flatnonzero(np.all(hi > lo, axis=1))
+    grid = [np.arange(n, dtype=float) for n in shape]
+    rows = zip(
+        lo[keep].tolist(),
+        hi[keep].tolist(),
+        centers_px[keep].tolist(),
+        np.asarray(axes, dtype=float)[keep].tolist(),
+        np.cos(angles[keep]).tolist(),
+        np.sin(angles[keep]).tolist(),
+        np.asarray(ids)[keep].tolist(),
+    )
+    for (z0, y0, x0), (z1, y1, x1), (cz, cy, cx), (c, a, b), cos, sin, label in rows:
+        dz = ((grid[0][z0:z1] - cz) * (vz / c)) ** 2
+        dy = ((grid[1][y0:y1] - cy) * vy)[:, None]
+        dx = ((grid[2][x0:x1] - cx) * vx)[None, :]
+        u = (dy * (cos / a) + dx * (sin / a)) ** 2
+        u += (dx * (cos / b) - dy * (sin / b)) ** 2
+        d2 = u[None, :, :] + dz[:, None, None]
         box_best = best[z0:z1, y0:y1, x0:x1]
         take = d2 < box_best
         box_best[take] = d2[take]
-        labels[z0:z1, y0:y1, x0:x1][take] = ids[k]
+        labels[z0:z1, y0:y1, x0:x1][take] = label
     return labels, best
 
 
