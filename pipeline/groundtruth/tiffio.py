@@ -26,13 +26,15 @@ IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 _UNIT_TO_UM = {"um": 1.0, "µm": 1.0, "\\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
-def read_tiff(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+def read_tiff(path: str | Path, *, min_ndim: int = 0) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read a TIFF's first series and its ``(z, y, x)`` voxel size in micrometres.
 
     Parameters
     ----------
     path : str or Path
         TIFF file (ImageJ, OME or plain).
+    min_ndim : int
+        Prepend singleton axes up to this many (a one-slice ZYX volume reads as YX).
 
     Returns
     -------
@@ -57,8 +59,10 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float] 
             voxel = _voxel_size(tif)
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error... on corrupt files
         raise InputError(f"{path}: not a readable TIFF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from exc
-    while data.ndim > 3 and data.shape[0] == 1:
+    while data.ndim > max(3, min_ndim) and data.shape[0] == 1:
         data = data[0]
+    if data.ndim < min_ndim:
+        data = data.reshape((1,) * (min_ndim - data.ndim) + data.shape)
     return data, voxel
 
 
@@ -111,7 +115,7 @@ def write_tiff(path: str | Path, data: np.ndarray, voxel_size=None, *, imagej: b
     path : str or Path
         Target file; its folder must exist.
     data : numpy.ndarray
-        2D or 3D array.
+        YX, ZYX or TZYX array.
     voxel_size : sequence of 3 floats, optional
         ``(z, y, x)`` in micrometres.
     imagej : bool, optional
@@ -129,7 +133,7 @@ def write_tiff(path: str | Path, data: np.ndarray, voxel_size=None, *, imagej: b
     data = np.ascontiguousarray(data)
     if imagej is None:
         imagej = data.dtype in IMAGEJ_DTYPES
-    kwargs: dict = {"metadata": {"axes": "ZYX"[-data.ndim :]}, "photometric": "minisblack"}
+    kwargs: dict = {"metadata": {"axes": "TZYX"[-data.ndim :]}, "photometric": "minisblack"}
     if voxel_size is not None:
         z, y, x = (float(v) for v in voxel_size)
         kwargs["resolution"] = (1.0 / x, 1.0 / y)

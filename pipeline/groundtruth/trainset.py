@@ -60,6 +60,11 @@ def class_balance(semantic: np.ndarray) -> dict[str, float]:
     return {name: float(c) / total for name, c in zip(CLASSES, counts)}
 
 
+def format_balance(balance: dict[str, float]) -> str:
+    """``"background 93.0% / edge 1.0% / nucleus 6.0%"``."""
+    return " / ".join(f"{name} {100 * balance.get(name, 0.0):.1f}%" for name in CLASSES)
+
+
 class TrainingSet:
     """A training-set folder; create with :meth:`create`, open with :meth:`open`.
 
@@ -167,9 +172,9 @@ class TrainingSet:
         """
         if isinstance(item, str):
             item = self.get(item)
-        image, _ = read_tiff(self.root / item["image"])
-        instances, _ = read_tiff(self.root / item["instances"])
-        semantic, _ = read_tiff(self.root / item["semantic"])
+        image, _ = read_tiff(self.root / item["image"], min_ndim=3)
+        instances, _ = read_tiff(self.root / item["instances"], min_ndim=3)
+        semantic, _ = read_tiff(self.root / item["semantic"], min_ndim=3)
         if not image.shape == instances.shape == semantic.shape:
             raise InputError(
                 f"{self.root}: item {item['id']!r} has mismatched shapes: image {image.shape}, "

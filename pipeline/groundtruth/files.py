@@ -1,0 +1,161 @@
+"""File-level ground truth: a mask TIFF in, ``semantic.tif`` + ``instances.tif`` + a report out.
+
+What ``spheroid groundtruth`` and ``spheroid trainset add`` run; the compute is
+:func:`pipeline.groundtruth.prepare.prepare_target`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pipeline.config.groundtruth import GroundTruthConfig
+from pipeline.errors import InputError
+from pipeline.groundtruth.prepare import as_instances, prepare_target, summarize
+from pipeline.groundtruth.tiffio import file_sha256, read_tiff, write_tiff
+from pipeline.groundtruth.trainset import TrainingSet, class_balance, format_balance
+from pipeline.provenance import provenance
+
+LOG = logging.getLogger(__name__)
+
+OUTPUTS = ("semantic.tif", "instances.tif", "groundtruth.json")
+
+
+def read_masks(path: str | Path, *, timeseries: bool | None = None) -> tuple[np.ndarray, tuple | None]:
+    """Read a ZYX mask or a TZYX series of masks as ``(T, Z, Y, X)`` plus the voxel size.
+
+    Parameters
+    ----------
+    path : str or Path
+        Mask TIFF.
+    timeseries : bool, optional
+        Whether a 4D file is TZYX; a 3D file is always one ZYX volume, a 2D one a single slice.
+
+    Raises
+    ------
+    InputError
+        On unreadable files or more than four axes.
+    """
+    data, voxel = read_tiff(path)
+    if data.ndim == 2:
+        data = data[None, None]
+    elif data.ndim == 3:
+        data = data[None]
+    elif data.ndim != 4 or timeseries is False:
+        raise InputError(f"{path}: expected ZYX masks or a TZYX series, got shape {data.shape}")
+    return data, voxel
+
+
+def prepare_volumes(masks: np.ndarray, config: GroundTruthConfig, *, name: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Prepare each ``t`` of a ``(T, Z, Y, X)`` mask series; returns semantic, instances, per-t summaries."""
+    semantic = np.zeros(masks.shape, np.uint8)
+    instances = np.zeros(masks.shape, np.uint32)
+    stats = []
+    for t in tqdm(range(masks.shape[0]), desc="ground truth", unit="volume", disable=not progress or masks.shape[0] == 1, leave=False):
+        inst, relabelled = as_instances(masks[t], kind=config.masks.kind, connectivity=config.masks.connectivity, name=name)
+        semantic[t], instances[t] = prepare_target(inst, **config.target.model_dump())
+        stats.append({"t": t, "relabelled_binary": relabelled, **summarize(inst, instances[t], semantic[t])})
+    return semantic, instances, stats
+
+
+def groundtruth_files(
+    labels_path: str | Path,
+    out_dir: str | Path,
+    config: GroundTruthConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``semantic.tif``, ``instances.tif`` and ``groundtruth.json`` for a mask TIFF.
+
+    Outputs keep the input's shape (ZYX or TZYX). Instances are uint16 when the ids fit
+    (so Fiji opens them), else uint32. Every array is computed before any file is written,
+    and each file is written atomically.
+
+    Returns
+    -------
+    dict
+        The report also written to ``groundtruth.json`` (class balance, per-t counts,
+        parameters, provenance).
+    """
+    labels_path, out = Path(labels_path), Path(out_dir)
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{out}: {', '.join(existing)} exist; pass --overwrite to replace them")
+    masks, voxel = read_masks(labels_path)
+    semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
+    squeeze = masks.shape[0] == 1
+    sem_out = semantic[0] if squeeze else semantic
+    inst_out = instances[0] if squeeze else instances
+    if inst_out.size and inst_out.max() <= np.iinfo(np.uint16).max:
+        inst_out = inst_out.astype(np.uint16)
+    balance = class_balance(semantic)
+    report = provenance(
+        "groundtruth",
+        config.target,
+        masks=config.masks.model_dump(mode="json"),
+        input={"labels": str(labels_path.resolve()), "sha256": file_sha256(labels_path), "shape": list(masks.shape[1:] if squeeze else masks.shape)},
+        voxel_size=list(voxel) if voxel else None,
+        class_balance=balance,
+        volumes=stats,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_tiff(out / "semantic.tif", sem_out, voxel)
+    write_tiff(out / "instances.tif", inst_out, voxel)
+    tmp = out / ".groundtruth.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "groundtruth.json")
+    LOG.info(
+        "%s -> %s: %d -> %d nuclei; class balance %s",
+        labels_path, out, sum(s["instances_in"] for s in stats), sum(s["instances_out"] for s in stats), format_balance(balance),
+    )
+    return report
+
+
+def add_files_to_trainset(
+    trainset: TrainingSet,
+    image_path: str | Path,
+    labels_path: str | Path,
+    config: GroundTruthConfig,
+    *,
+    item_id: str,
+    source: str,
+    split: str,
+    channel: str,
+    voxel_size=None,
+    replace: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Prepare a mask TIFF and add it with its image to a training set (one item per ``t``).
+
+    A TZYX series gives items ``<id>-t<t>``. The voxel size comes from ``voxel_size``,
+    else the image's, else the masks' TIFF metadata.
+    """
+    image_path, labels_path = Path(image_path), Path(labels_path)
+    masks, mask_voxel = read_masks(labels_path)
+    image, image_voxel = read_tiff(image_path, min_ndim=4 if masks.shape[0] > 1 else 3)
+    image = image.reshape((1,) + image.shape) if image.ndim == 3 else image
+    if image.shape != masks.shape:
+        raise InputError(f"{labels_path}: shape {masks.shape[1:] if masks.shape[0] == 1 else masks.shape} does not match the image {image_path} {image.shape[1:] if image.shape[0] == 1 else image.shape}")
+    voxel = voxel_size or image_voxel or mask_voxel
+    if voxel is None:
+        raise InputError(f"{image_path}: no voxel size in the TIFF metadata; pass --voxel-size Z Y X")
+    ids = [item_id] if masks.shape[0] == 1 else [f"{item_id}-t{t}" for t in range(masks.shape[0])]
+    taken = [i for i in ids if i in trainset]
+    if taken and not replace:
+        raise InputError(f"{trainset.root}: item(s) {', '.join(taken)} already exist; pass --replace to overwrite")
+    semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
+    entries = []
+    origin = {"image": str(image_path.resolve()), "labels": str(labels_path.resolve()), "image_sha256": file_sha256(image_path), "labels_sha256": file_sha256(labels_path)}
+    for t in range(masks.shape[0]):
+        this_id = ids[t]
+        record = provenance("trainset-add", config.target, origin={**origin, "t": t}, tool="spheroid", summary=stats[t])
+        entries.append(
+            trainset.add(image[t], instances[t], semantic[t], id=this_id, voxel_size=voxel, channel=channel, source=source, split=split, provenance=record, replace=replace)
+        )
+    return entries
