@@ -21,6 +21,10 @@ LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
     "info": "pipeline.cli.info:info",
+    "groundtruth": "pipeline.cli.groundtruth:groundtruth",
+    "export-corrections": "pipeline.cli.groundtruth:export_corrections",
+    "import-corrections": "pipeline.cli.groundtruth:import_corrections",
+    "trainset": "pipeline.cli.groundtruth:trainset",
     "evaluate": "pipeline.cli.evaluate:evaluate",
     "synth": "pipeline.cli.synth:synth",
 }
