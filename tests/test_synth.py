@@ -253,3 +253,51 @@ def test_config_rejects_bad_values():
         SynthConfig(wells=["12"])
     with pytest.raises(ValidationError, match="Extra inputs"):
         SynthConfig(sigma=1)
+
+
+def _cells_in(config: SynthConfig, phase: int, progress: float, n: int = 4) -> pop.Cells:
+    sph, _ = pop.initial_geometry(config)
+    cells = pop.init_cells(config, sph, n, np.random.default_rng(42))
+    cells.phase[:] = phase
+    cells.age[:] = progress * cells.durations[:, phase]
+    return cells
+
+
+def test_fucci_levels_ramp_through_the_cycle():
+    cfg = SynthConfig(shape=(8, 64, 64))
+    level = lambda ph, p: pop.fucci_levels(_cells_in(cfg, ph, p), 0.6)[0]  # noqa: E731
+    h, r, g = 0, 1, 2
+    assert level(pop.EARLY_G1, 0.5)[r] < 0.1 and level(pop.EARLY_G1, 0.5)[g] < 0.1
+    assert level(pop.G1, 0.0)[r] < level(pop.G1, 0.2)[r] < level(pop.G1, 0.9)[r] == 1.0
+    assert level(pop.G1, 0.9)[g] == 0.0
+    assert level(pop.G1_S, 0.2)[r] > level(pop.G1_S, 0.8)[r] > 0.4
+    assert 0.3 < level(pop.G1_S, 0.2)[g] < level(pop.G1_S, 0.8)[g]
+    assert level(pop.S_G2_M, 0.5)[r] == 0.0 and level(pop.S_G2_M, 0.5)[g] == 1.0
+    # DNA doubles: Hoechst grows through S/G2/M, mitotic chromatin is brighter and rounder
+    assert level(pop.S_G2_M, 0.8)[h] > level(pop.G1, 0.5)[h]
+    late = _cells_in(cfg, pop.S_G2_M, 0.97)
+    assert pop.mitotic(late).all() and not pop.mitotic(_cells_in(cfg, pop.S_G2_M, 0.8)).any()
+    assert pop.fucci_levels(late, 0.6)[0, h] > 1.4 * level(pop.S_G2_M, 0.9)[h]
+    axes = pop.semi_axes(late, cfg)
+    np.testing.assert_allclose(axes[:, 1], axes[:, 2])
+
+
+def test_cycle_advances_in_order_and_relax_removes_overlaps():
+    cfg = SynthConfig(shape=(8, 64, 64), phases=FAST_CYCLE, motion_um=0.0)
+    cells = _cells_in(cfg, pop.G1, 0.0, n=30)
+    seen = [cells.phase.copy()]
+    nxt = 31
+    for _ in range(3):
+        cells, nxt, _ = pop.advance(cells, cfg, np.random.default_rng(1), nxt)
+        seen.append(cells.phase[np.isin(cells.track, np.arange(1, 31))].copy())
+    starts = np.array([s[:10].min() for s in seen])  # phases only move forward
+    assert np.all(np.diff(starts) >= 0)
+    sph, _ = pop.initial_geometry(cfg)
+    box = pop.stack_box(cfg)
+    radius = pop.diameters(cells, cfg) / 2
+    pos = pop.relax(cells.pos, radius, sph, box, cfg.contact, 200)
+    i, j = np.triu_indices(len(pos), 1)
+    gap = np.linalg.norm(pos[i] - pos[j], axis=1) - cfg.contact * (radius[i] + radius[j])
+    assert gap.min() > -0.2
+    assert np.all(sph.rho(pos, shrink=radius) <= 1 + 1e-9)
+    assert np.all((pos >= box[0]) & (pos <= box[1]))

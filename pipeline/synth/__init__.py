@@ -30,8 +30,9 @@ Cell cycle.
     (``phases``, in time points); the first frame is an asynchronous population.
     At the end of S/G2/M a nucleus divides: the mother's track ends and two
     early-G1 daughters (new track ids, ``parent_track_id`` set) appear side by
-    side at its place, each half its volume. The spheroid grows with the number
-    of cells (radius ~ N^(1/3), bottom fixed).
+    side at its place, each half its volume. The last 8 % of S/G2/M is mitosis:
+    the chromatin condenses into a smaller, round, Hoechst-bright nucleus. The
+    spheroid grows with the number of cells (radius ~ N^(1/3), bottom fixed).
 Motion.
     A persistent random walk (``motion_um``, ``motion_persistence``), slow turns
     of the long axis (``rotation_deg``), then a few relaxation passes, so motion
@@ -66,7 +67,7 @@ Truth.
 
 from pipeline.config.synth import SynthConfig
 from pipeline.synth.export import read_table, write_export
-from pipeline.synth.generate import CHANNELS, TABLE_COLUMNS, SynthResult, generate
+from pipeline.synth.timelapse import CHANNELS, TABLE_COLUMNS, SynthResult, generate
 from pipeline.synth.population import PHASES
 
 __all__ = ["CHANNELS", "PHASES", "TABLE_COLUMNS", "SynthConfig", "SynthResult", "generate", "read_table", "write_export"]

@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from pipeline.config.base import save_config
-from pipeline.synth.generate import SynthResult
+from pipeline.synth.timelapse import SynthResult
 
 LOG = logging.getLogger(__name__)
 

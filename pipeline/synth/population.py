@@ -21,6 +21,9 @@ LOG = logging.getLogger(__name__)
 PHASES = ("early G1", "G1", "G1/S", "S/G2/M")
 """Phase names in cycle order; ``Cells.phase`` holds their index."""
 EARLY_G1, G1, G1_S, S_G2_M = range(4)
+MITOSIS = 0.08
+"""Last fraction of S/G2/M spent in mitosis: chromatin condenses into a smaller, rounder,
+brighter (Hoechst) nucleus just before division."""
 
 
 @dataclass(frozen=True)
@@ -193,11 +196,18 @@ def diameters(cells: Cells, config: SynthConfig) -> np.ndarray:
     return np.clip(cells.size * growth, *config.nucleus_diameter_um)
 
 
+def mitotic(cells: Cells) -> np.ndarray:
+    """Cells in the mitotic end of S/G2/M (see :data:`MITOSIS`)."""
+    return (cells.phase == S_G2_M) & (phase_progress(cells) > 1.0 - MITOSIS)
+
+
 def semi_axes(cells: Cells, config: SynthConfig) -> np.ndarray:
-    """``(N, 3)`` semi-axes in um: z, the long x/y axis, the short x/y axis (same volume as the diameter)."""
-    r = diameters(cells, config) / 2.0
+    """``(N, 3)`` semi-axes in um: z, the long x/y axis, the short x/y axis (same volume as the
+    diameter; mitotic nuclei are condensed to 85 % and round)."""
+    condensed = mitotic(cells)
+    r = diameters(cells, config) / 2.0 * np.where(condensed, 0.85, 1.0)
     scale = cells.zratio ** (-1.0 / 3.0)
-    root = np.sqrt(cells.elong)
+    root = np.sqrt(np.where(condensed, 1.0, cells.elong))
     return np.stack([r * cells.zratio * scale, r * root * scale, r / root * scale], axis=1)
 
 
@@ -207,7 +217,7 @@ def fucci_levels(cells: Cells, hoechst_g2_gain: float) -> np.ndarray:
     Cy3 (Cdt1) ramps up early in G1 and fades through G1/S into early S/G2/M; GFP
     (Geminin) rises through G1/S and saturates early in S/G2/M; both are low in
     early G1 (the reporters are degraded at mitosis). Hoechst grows with DNA
-    content through S/G2/M.
+    content through S/G2/M and is brighter still in condensed mitotic chromatin.
     """
     p = phase_progress(cells)
     ph = cells.phase
@@ -221,7 +231,7 @@ def fucci_levels(cells: Cells, hoechst_g2_gain: float) -> np.ndarray:
         [0.06 * (1.0 - p), np.zeros_like(p), 0.35 + 0.4 * p],
         default=0.75 + 0.25 * np.minimum(1.0, p / 0.3),
     )
-    hoechst = 1.0 + hoechst_g2_gain * np.where(ph == S_G2_M, p, 0.0)
+    hoechst = (1.0 + hoechst_g2_gain * np.where(ph == S_G2_M, p, 0.0)) * np.where(mitotic(cells), 1.5, 1.0)
     return np.stack([hoechst, cy3, gfp], axis=1)
 
 

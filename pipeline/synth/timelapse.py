@@ -1,4 +1,4 @@
-"""Time-lapse generation: cells evolve, each time point is rendered, truth is tabulated."""
+"""Time-lapse simulation: cells evolve, each time point is rendered, truth is tabulated."""
 
 from __future__ import annotations
 
@@ -115,7 +115,6 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     Examples
     --------
     >>> from pipeline.config.synth import SynthConfig
-from pipeline.io.ngff import ImageMeta
     >>> res = generate(SynthConfig(shape=(6, 48, 48), n_timepoints=2, n_nuclei=20))
     >>> res.images.shape, res.images.dtype.name, res.labels.shape
     ((2, 3, 6, 48, 48), 'uint16', (2, 6, 48, 48))
