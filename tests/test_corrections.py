@@ -199,7 +199,8 @@ def test_cli_roundtrip_and_errors(store, tmp_path):
     res = runner.invoke(cli, ["-q", "export-corrections", plate.location.url, "--field", "C3/0", "--t", "0", "--out", str(tmp_path / "e2")])
     assert res.exit_code == 1 and "no field C3/0" in res.output
     tifffile.imwrite(out / "corrected.tif", labels[:2].astype(np.uint16), photometric="minisblack")
-    res = runner.invoke(cli, ["-q", "import-corrections", str(out), "--trainset", str(tmp_path / "ts"), "--replace"])
+    res = runner.invoke(cli, ["-q", "import-corrections", str(out), "--trainset", str(tmp_path / "ts3")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "does not match" in res.output
+    assert not (tmp_path / "ts3").exists()
     res = runner.invoke(cli, ["-q", "import-corrections", str(tmp_path / "nope"), "--trainset", str(tmp_path / "ts2")])
     assert res.exit_code == 1 and "no such file" in res.output and not (tmp_path / "ts2").exists()

@@ -118,6 +118,9 @@ def test_groundtruth_refuses_to_overwrite_and_checks_image(tmp_path, rng):
     assert run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt", "--overwrite").exit_code == 0
     res = run("trainset", "add", tmp_path / "ts", "--image", tmp_path / "img.tif", "--labels", tmp_path / "masks.tif", "--source", "cellpose")
     assert res.exit_code == 1 and "does not match the image" in res.output
+    res = run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt3", "--add-to", tmp_path / "ts", "--image", tmp_path / "img.tif")
+    assert res.exit_code == 1 and "does not match the image" in res.output
+    assert not (tmp_path / "ts").exists() and not (tmp_path / "gt3").exists()  # nothing half-written
     res = run("trainset", "add", tmp_path / "ts", "--image", tmp_path / "img.tif", "--labels", tmp_path / "masks.tif", "--source", "napari")
     assert res.exit_code == 2 and "real:<dataset>" in res.output
     (tmp_path / "bad.yaml").write_text("target:\n  min_aera: 3\n")

@@ -28,15 +28,6 @@ def _source(value: str) -> str:
     raise click.BadParameter(f"{value!r}: expected cellpose, hand-corrected, synthetic or real:<dataset>", param_hint="--source")
 
 
-def _open_or_create(path: Path):
-    from pipeline.groundtruth.trainset import MANIFEST, TrainingSet
-
-    if (Path(path) / MANIFEST).exists():
-        return TrainingSet.open(path)
-    LOG.info("creating training set %s", path)
-    return TrainingSet.create(path)
-
-
 @click.command()
 @click.option("--labels", "labels", required=True, type=click.Path(path_type=Path), help="Instance (or binary) mask TIFF, ZYX or TZYX.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder: semantic.tif, instances.tif, groundtruth.json.")
@@ -57,22 +48,26 @@ def groundtruth(labels, out, config, overwrite, add_to, image, source, channel, 
     OUT/groundtruth.json (class balance, parameters, provenance).
     """
     from pipeline.errors import InputError
-    from pipeline.groundtruth.files import add_files_to_trainset, groundtruth_files
+    from pipeline.groundtruth.files import OUTPUTS, add_files_to_trainset, groundtruth_files
     from pipeline.groundtruth.trainset import format_balance
 
     if add_to is not None and image is None:
         raise InputError("--add-to needs --image (the image the masks belong to)")
     if image is not None and add_to is None:
         raise InputError("--image is only used with --add-to TRAINSET")
-    report = groundtruth_files(labels, out, config, overwrite=overwrite, progress=not progress_disabled())
-    click.echo(f"class balance: {format_balance(report['class_balance'])}")
-    if add_to is not None:
-        trainset = _open_or_create(add_to)
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{out}: {', '.join(existing)} exist; pass --overwrite to replace them")
+    entries = []
+    if add_to is not None:  # checks image, ids and voxel size before anything is written
         entries = add_files_to_trainset(
-            trainset, image, labels, config, item_id=item_id or labels.stem, source=source, split=split or "train",
+            add_to, image, labels, config, item_id=item_id or labels.stem, source=source, split=split or "train",
             channel=channel, voxel_size=voxel_size, replace=replace, progress=not progress_disabled(),
         )
-        click.echo(f"added {', '.join(e['id'] for e in entries)} to {trainset.root}")
+    report = groundtruth_files(labels, out, config, overwrite=overwrite, progress=not progress_disabled())
+    click.echo(f"class balance: {format_balance(report['class_balance'])}")
+    if entries:
+        click.echo(f"added {', '.join(e['id'] for e in entries)} to {add_to}")
 
 
 @click.command("export-corrections")
@@ -118,16 +113,14 @@ def export_corrections(store, field_spec, t, channel, labels_file, label_name, o
 @voxel_option
 def import_corrections(path, trainset_path, image, channel, tool, config, item_id, split, replace, voxel_size):
     """Add a corrected mask (an export folder or a TIFF) to a training set as hand-corrected data."""
-    from pipeline.groundtruth.corrections import find_correction, import_corrections as run_import
+    from pipeline.groundtruth.corrections import import_corrections as run_import
     from pipeline.groundtruth.trainset import format_balance
 
-    find_correction(path)  # fail on a bad path before creating a training set
-    trainset = _open_or_create(trainset_path)
     entry = run_import(
-        path, trainset, target=config.target, masks=config.masks, split=split or config.corrections.split, item_id=item_id,
+        path, trainset_path, target=config.target, masks=config.masks, split=split or config.corrections.split, item_id=item_id,
         image_path=image, channel=channel, voxel_size=voxel_size, tool=tool, replace=replace,
     )
-    click.echo(f"added {entry['id']} ({entry['stats']['n_instances']} nuclei, {format_balance(entry['stats']['class_balance'])}) to {trainset.root}")
+    click.echo(f"added {entry['id']} ({entry['stats']['n_instances']} nuclei, {format_balance(entry['stats']['class_balance'])}) to {trainset_path}")
 
 
 @click.group()
@@ -181,12 +174,11 @@ def trainset_add(path, image, labels, source, channel, config, item_id, split, r
     """Prepare a mask and add it with its image (created if PATH is missing)."""
     from pipeline.groundtruth.files import add_files_to_trainset
 
-    ts = _open_or_create(path)
     entries = add_files_to_trainset(
-        ts, image, labels, config, item_id=item_id or Path(labels).stem, source=source, split=split or "train",
+        path, image, labels, config, item_id=item_id or Path(labels).stem, source=source, split=split or "train",
         channel=channel, voxel_size=voxel_size, replace=replace, progress=not progress_disabled(),
     )
-    click.echo(f"added {', '.join(e['id'] for e in entries)} to {ts.root}")
+    click.echo(f"added {', '.join(e['id'] for e in entries)} to {path}")
 
 
 @trainset.command("from-synth")
@@ -196,8 +188,9 @@ def trainset_add(path, image, labels, source, channel, config, item_id, split, r
 def trainset_from_synth(path, config, replace):
     """Simulate the configured wells (synth.*) and add one item per time point."""
     from pipeline.groundtruth.builders import build_from_synth
+    from pipeline.groundtruth.trainset import TrainingSet
 
-    ts = _open_or_create(path)
+    ts = TrainingSet.create(path, exist_ok=True)
     entries = build_from_synth(ts, config.synth, replace=replace, progress=not progress_disabled())
     click.echo(f"added {len(entries)} synthetic items to {ts.root}")
 
@@ -209,12 +202,13 @@ def trainset_from_synth(path, config, replace):
 @replace_option
 def trainset_from_samples(path, data_dir, config, replace):
     """Add the configured real 3D samples (samples.items), rescaled to the target pixel scale."""
-    from pipeline.groundtruth.builders import build_from_samples
     from pipeline.errors import InputError
+    from pipeline.groundtruth.builders import build_from_samples
+    from pipeline.groundtruth.trainset import TrainingSet
 
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: no such data folder")
-    ts = _open_or_create(path)
+    ts = TrainingSet.create(path, exist_ok=True)
     entries = build_from_samples(ts, config, data_dir, replace=replace, progress=not progress_disabled())
     click.echo(f"added {len(entries)} real samples to {ts.root}")
 

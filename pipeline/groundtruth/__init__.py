@@ -8,6 +8,7 @@ Modules: :mod:`~pipeline.groundtruth.prepare` (the vectorised target preparation
 :mod:`~pipeline.groundtruth.tiffio` (calibrated, atomic TIFF files).
 """
 
+from pipeline.groundtruth.prepare import as_instances, prepare_target
 from pipeline.groundtruth.trainset import TrainingSet, class_balance
 
-__all__ = ["TrainingSet", "class_balance"]
+__all__ = ["TrainingSet", "as_instances", "class_balance", "prepare_target"]

@@ -247,7 +247,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 def import_corrections(
     path: str | Path,
-    trainset: TrainingSet,
+    trainset: TrainingSet | str | Path,
     *,
     target: TargetConfig | None = None,
     masks: MaskConfig | None = None,
@@ -266,8 +266,8 @@ def import_corrections(
     path : str or Path
         An export folder, or a corrected mask TIFF (its folder's ``correction.json`` is used
         when present).
-    trainset : TrainingSet
-        Where the item goes.
+    trainset : TrainingSet, str or Path
+        Where the item goes; a path is opened (or created) only after the inputs are checked.
     target, masks : config, optional
         Target preparation and mask reading (binary -> 6-connected components).
     split : str
@@ -341,7 +341,7 @@ def import_corrections(
         connectivity=masks.connectivity if relabelled else None,
         summary=stats,
     )
-    entry = trainset.add(image, cleaned, semantic, id=item_id, voxel_size=voxel, channel=channel, source="hand-corrected", split=split, provenance=record, replace=replace)
+    entry = TrainingSet.resolve(trainset).add(image, cleaned, semantic, id=item_id, voxel_size=voxel, channel=channel, source="hand-corrected", split=split, provenance=record, replace=replace)
     LOG.info("imported %s as %s: %d nuclei%s", mask_path, item_id, stats["instances_out"], " (binary mask relabelled)" if relabelled else "")
     return entry
 

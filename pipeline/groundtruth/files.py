@@ -118,7 +118,7 @@ def groundtruth_files(
 
 
 def add_files_to_trainset(
-    trainset: TrainingSet,
+    trainset: TrainingSet | str | Path,
     image_path: str | Path,
     labels_path: str | Path,
     config: GroundTruthConfig,
@@ -134,7 +134,8 @@ def add_files_to_trainset(
     """Prepare a mask TIFF and add it with its image to a training set (one item per ``t``).
 
     A TZYX series gives items ``<id>-t<t>``. The voxel size comes from ``voxel_size``,
-    else the image's, else the masks' TIFF metadata.
+    else the image's, else the masks' TIFF metadata. A ``trainset`` given as a path is
+    opened (or created) only once the inputs have been checked.
     """
     image_path, labels_path = Path(image_path), Path(labels_path)
     masks, mask_voxel = read_masks(labels_path)
@@ -146,10 +147,11 @@ def add_files_to_trainset(
     if voxel is None:
         raise InputError(f"{image_path}: no voxel size in the TIFF metadata; pass --voxel-size Z Y X")
     ids = [item_id] if masks.shape[0] == 1 else [f"{item_id}-t{t}" for t in range(masks.shape[0])]
+    semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
+    trainset = TrainingSet.resolve(trainset)
     taken = [i for i in ids if i in trainset]
     if taken and not replace:
         raise InputError(f"{trainset.root}: item(s) {', '.join(taken)} already exist; pass --replace to overwrite")
-    semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
     entries = []
     origin = {"image": str(image_path.resolve()), "labels": str(labels_path.resolve()), "image_sha256": file_sha256(image_path), "labels_sha256": file_sha256(labels_path)}
     for t in range(masks.shape[0]):

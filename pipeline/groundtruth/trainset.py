@@ -127,6 +127,11 @@ class TrainingSet:
         root = Path(path)
         return cls(root, _read_manifest(root / MANIFEST))
 
+    @classmethod
+    def resolve(cls, trainset: "TrainingSet | str | Path") -> "TrainingSet":
+        """An open set as it is; a path is opened, or created when nothing is there yet."""
+        return trainset if isinstance(trainset, TrainingSet) else cls.create(trainset, exist_ok=True)
+
     def reload(self) -> None:
         """Re-read the manifest (to see items other processes added)."""
         self._manifest = _read_manifest(self.root / MANIFEST)
