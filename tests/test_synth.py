@@ -301,3 +301,24 @@ def test_cycle_advances_in_order_and_relax_removes_overlaps():
     assert gap.min() > -0.2
     assert np.all(sph.rho(pos, shrink=radius) <= 1 + 1e-9)
     assert np.all((pos >= box[0]) & (pos <= box[1]))
+
+
+def test_quiescent_core_stays_in_g1():
+    cfg = SynthConfig(shape=(12, 128, 128), phases=FAST_CYCLE, arrest_depth_um=20.0, spheroid_radius_um=70.0)
+    sph, _ = pop.initial_geometry(cfg)
+    cells = _cells_in(cfg, pop.EARLY_G1, 0.0, n=200)
+    depth = sph.depth(cells.pos)
+    core = depth > 1.5 * cells.arrest
+    rim = depth < 0.5 * cells.arrest
+    assert core.sum() > 5 and rim.sum() > 5
+    cfg_still = cfg.model_copy(update={"motion_um": 0.0})
+    for _ in range(4):
+        cells, _, _ = pop.advance(cells, cfg_still, np.random.default_rng(3), 1000, sph)
+    original = cells.track < 1000
+    kept = cells.take(original)
+    assert np.all(kept.phase[core[kept.track - 1]] == pop.G1)
+    assert np.all(pop.phase_progress(kept)[core[kept.track - 1]] == 1.0)  # plateau of Cdt1
+    assert set(np.flatnonzero(core) + 1) <= set(kept.track.tolist())  # arrested cells never divide
+    assert np.mean(kept.phase[rim[kept.track - 1]] > pop.G1) > 0.8
+    free = generate(SynthConfig(shape=(8, 64, 64), n_timepoints=1, arrest_depth_um=None, seed=3))
+    assert set(free.table["phase"]) == set(PHASES)

@@ -106,6 +106,10 @@ class SynthConfig(StrictModel):
 
     phases: PhaseDurations = Field(default_factory=PhaseDurations)
     """Cell-cycle phase durations (time points)."""
+    arrest_depth_um: float | None = Field(90.0, gt=0)
+    """Quiescent core: cells deeper than about this below the spheroid surface (um, varying
+    by ~20 % per cell) stop in late G1, bright Cdt1-red, as FUCCI spheroids show a cycling rim
+    around an arrested core; ``null`` lets every cell cycle."""
     division: bool = True
     """Nuclei at the end of S/G2/M divide into two early-G1 daughters with new track ids."""
     motion_um: float = Field(1.2, ge=0)

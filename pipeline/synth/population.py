@@ -79,6 +79,8 @@ class Cells:
     """``(N, 3)`` per-channel brightness factors (log-normal, mean 1)."""
     glow: np.ndarray
     """Brightness gain: 1 for normal nuclei, large for glowing (over-exposed) ones."""
+    arrest: np.ndarray
+    """Depth below the spheroid surface (um) beyond which this cell stops in G1 (inf: never)."""
 
     def __len__(self) -> int:
         return int(self.track.size)
@@ -170,6 +172,12 @@ def _durations(config: SynthConfig, rng: np.random.Generator, n: int) -> np.ndar
     p = config.phases
     mean = np.array([p.early_g1, p.g1, p.g1_s, p.s_g2_m])
     return mean[None, :] * _lognormal(rng, p.cv, (n, 4))
+
+
+def _new_arrest(config: SynthConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    if config.arrest_depth_um is None:
+        return np.full(n, np.inf)
+    return config.arrest_depth_um * _lognormal(rng, 0.2, n)
 
 
 def _new_glow(config: SynthConfig, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -273,11 +281,28 @@ def init_cells(config: SynthConfig, spheroid: Spheroid, n: int, rng: np.random.G
         durations=durations,
         bright=_lognormal(rng, config.brightness_cv, (n, 3)),
         glow=_new_glow(config, rng, n),
+        arrest=_new_arrest(config, rng, n),
     )
 
 
-def advance(cells: Cells, config: SynthConfig, rng: np.random.Generator, next_track: int) -> tuple[Cells, int, int]:
+def quiescent(cells: Cells, spheroid: Spheroid) -> np.ndarray:
+    """Cells deep enough in the spheroid core to stop cycling in G1."""
+    return spheroid.depth(cells.pos) > cells.arrest
+
+
+def settle_core(cells: Cells, spheroid: Spheroid) -> None:
+    """Put the quiescent core of a starting population in late G1 (in place)."""
+    core = quiescent(cells, spheroid)
+    cells.phase[core] = G1
+    cells.age[core] = cells.durations[core, G1]
+
+
+def advance(
+    cells: Cells, config: SynthConfig, rng: np.random.Generator, next_track: int, spheroid: Spheroid | None = None
+) -> tuple[Cells, int, int]:
     """One time step: cycle progression, divisions and motion (overlaps are left to :func:`relax`).
+
+    With ``spheroid``, cells of its quiescent core (:func:`quiescent`) do not leave G1.
 
     Returns
     -------
@@ -290,9 +315,11 @@ def advance(cells: Cells, config: SynthConfig, rng: np.random.Generator, next_tr
     """
     cells = replace(cells, age=cells.age + 1.0, phase=cells.phase.copy())
     divide = np.zeros(len(cells), dtype=bool)
+    core = quiescent(cells, spheroid) if spheroid is not None else np.zeros(len(cells), dtype=bool)
     for _ in range(8):  # a fast cycle may cross several phases in one step
         idx = np.arange(len(cells))
         over = (~divide) & (cells.age >= cells.durations[idx, np.minimum(cells.phase, 3)])
+        over &= ~(core & (cells.phase == G1))
         if not over.any():
             break
         cells.age[over] -= cells.durations[idx[over], cells.phase[over]]
@@ -303,6 +330,8 @@ def advance(cells: Cells, config: SynthConfig, rng: np.random.Generator, next_tr
         else:  # no division: the cycle restarts in the same nucleus
             cells.phase[ended] = EARLY_G1
     cells.phase[divide] = S_G2_M  # mothers keep their last phase until they are replaced
+    stuck = core & (cells.phase == G1)
+    cells.age[stuck] = np.minimum(cells.age[stuck], cells.durations[stuck, G1])
     # motion: a persistent random walk, and a small turn of the long axis
     p = config.motion_persistence
     vel = p * cells.vel + np.sqrt(1.0 - p**2) * rng.normal(0.0, config.motion_um, size=cells.vel.shape)
@@ -346,6 +375,7 @@ def _daughters(mothers: Cells, config: SynthConfig, rng: np.random.Generator, fi
         durations=durations,
         bright=kids.bright * _lognormal(rng, 0.1, (m, 3)),
         glow=_new_glow(config, rng, m),
+        arrest=_new_arrest(config, rng, m),
     )
 
 

@@ -129,6 +129,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     LOG.info("well %s: %d nuclei, spheroid radius %.0f um, %d time points", well, n0, spheroid0.radii[1], config.n_timepoints)
 
     cells = pop.init_cells(config, spheroid0, n0, rng_cells)
+    pop.settle_core(cells, spheroid0)
     cells.pos = pop.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid0, box, config.contact, INITIAL_RELAX)
     next_track, population = n0 + 1, float(n0)
 
@@ -139,7 +140,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     for t in tqdm(range(T), desc=f"synth {well}", unit="tp", disable=not progress, leave=False):
         spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
         if t > 0:
-            cells, next_track, n_div = pop.advance(cells, config, rng_cells, next_track)
+            cells, next_track, n_div = pop.advance(cells, config, rng_cells, next_track, spheroid)
             population += n_div
             spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
             cells.pos = pop.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid, box, config.contact, STEP_RELAX)
