@@ -84,6 +84,9 @@ def test_groundtruth_add_to_trainset(tmp_path, rng):
     np.testing.assert_array_equal(sem, tifffile.imread(tmp_path / "gt" / "semantic.tif"))
     res = run("trainset", "info", tmp_path / "ts")
     assert res.exit_code == 0 and "b10-t0" in res.output and "class balance" in res.output
+    res = run("trainset", "info", tmp_path / "ts", "--json")
+    info = json.loads(res.output)
+    assert info["summary"]["items"] == 1 and info["items"][0]["id"] == "b10-t0" and "provenance" not in info["items"][0]
     res = run("trainset", "add", tmp_path / "ts", "--image", tmp_path / "img.tif", "--labels", tmp_path / "masks.tif", "--source", "real:mine", "--id", "again")
     assert res.exit_code == 0, res.output
     assert TrainingSet.open(tmp_path / "ts").get("again")["source"] == "real:mine"

@@ -148,7 +148,7 @@ def trainset_info(path, as_json):
     ts = TrainingSet.open(path)
     summary = ts.summary()
     if as_json:
-        click.echo(json.dumps({**summary, "items": [{k: v for k, v in it.items() if k != "provenance"} for it in ts.items()]}, indent=1))
+        click.echo(json.dumps({"summary": summary, "items": [{k: v for k, v in it.items() if k != "provenance"} for it in ts.items()]}, indent=1))
         return
     click.echo(f"{path}: {summary['items']} items, {summary['voxels']} voxels")
     click.echo(f"  splits: {summary['splits']}  sources: {summary['sources']}")

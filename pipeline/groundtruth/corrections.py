@@ -184,7 +184,7 @@ def export_corrections(
     sidecar = {
         "kind": KIND,
         "version": 1,
-        "store": plate.location.url,
+        "store": str(Path(plate.location.url).resolve()) if plate.location.scheme == "file" else plate.location.url,
         "plate": plate.name,
         "field": str(field),
         "well": field.well,
