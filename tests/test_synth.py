@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 
 from pipeline.config.synth import SynthConfig
 from pipeline.synth import CHANNELS, PHASES, TABLE_COLUMNS, generate
+from pipeline.synth import packing
 from pipeline.synth import population as pop
 from pipeline.synth.render import depth_attenuation, detector, psf_blur, rasterize
 
@@ -236,9 +237,9 @@ def test_detector_noise_statistics():
 
 def test_geometry_from_count_or_radius():
     cfg = SynthConfig(shape=(10, 128, 128), n_nuclei=150)
-    sph, n = pop.initial_geometry(cfg)
+    sph, n = packing.initial_geometry(cfg)
     assert n == 150
-    sph2, n2 = pop.initial_geometry(cfg.model_copy(update={"n_nuclei": None, "spheroid_radius_um": sph.radii[1]}))
+    sph2, n2 = packing.initial_geometry(cfg.model_copy(update={"n_nuclei": None, "spheroid_radius_um": sph.radii[1]}))
     assert n2 == pytest.approx(150, rel=0.05)
     res = generate(cfg.model_copy(update={"n_timepoints": 1}))
     assert 100 < len(res.table) <= 150
@@ -256,7 +257,7 @@ def test_config_rejects_bad_values():
 
 
 def _cells_in(config: SynthConfig, phase: int, progress: float, n: int = 4) -> pop.Cells:
-    sph, _ = pop.initial_geometry(config)
+    sph, _ = packing.initial_geometry(config)
     cells = pop.init_cells(config, sph, n, np.random.default_rng(42))
     cells.phase[:] = phase
     cells.age[:] = progress * cells.durations[:, phase]
@@ -292,10 +293,10 @@ def test_cycle_advances_in_order_and_relax_removes_overlaps():
         seen.append(cells.phase[np.isin(cells.track, np.arange(1, 31))].copy())
     starts = np.array([s[:10].min() for s in seen])  # phases only move forward
     assert np.all(np.diff(starts) >= 0)
-    sph, _ = pop.initial_geometry(cfg)
-    box = pop.stack_box(cfg)
+    sph, _ = packing.initial_geometry(cfg)
+    box = packing.stack_box(cfg)
     radius = pop.diameters(cells, cfg) / 2
-    pos = pop.relax(cells.pos, radius, sph, box, cfg.contact, 200)
+    pos = packing.relax(cells.pos, radius, sph, box, cfg.contact, 200)
     i, j = np.triu_indices(len(pos), 1)
     gap = np.linalg.norm(pos[i] - pos[j], axis=1) - cfg.contact * (radius[i] + radius[j])
     assert gap.min() > -0.2
@@ -305,7 +306,7 @@ def test_cycle_advances_in_order_and_relax_removes_overlaps():
 
 def test_quiescent_core_stays_in_g1():
     cfg = SynthConfig(shape=(12, 128, 128), phases=FAST_CYCLE, arrest_depth_um=20.0, spheroid_radius_um=70.0)
-    sph, _ = pop.initial_geometry(cfg)
+    sph, _ = packing.initial_geometry(cfg)
     cells = _cells_in(cfg, pop.EARLY_G1, 0.0, n=200)
     depth = sph.depth(cells.pos)
     core = depth > 1.5 * cells.arrest
@@ -322,3 +323,10 @@ def test_quiescent_core_stays_in_g1():
     assert np.mean(kept.phase[rim[kept.track - 1]] > pop.G1) > 0.8
     free = generate(SynthConfig(shape=(8, 64, 64), n_timepoints=1, arrest_depth_um=None, seed=3))
     assert set(free.table["phase"]) == set(PHASES)
+
+
+def test_spheroid_outside_the_stack_is_a_config_error():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spheroid_bottom_um"):
+        generate(SynthConfig(shape=(8, 64, 64), spheroid_bottom_um=500.0))

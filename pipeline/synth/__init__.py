@@ -8,7 +8,7 @@ line is ``spheroid synth OUT_DIR``; settings are :class:`SynthConfig`
 
 The model
 ---------
-Geometry (:mod:`pipeline.synth.population`, physical units, ``(z, y, x)``).
+Geometry (:mod:`pipeline.synth.packing`, physical units, ``(z, y, x)``).
     The spheroid is an ellipsoid centred in the field, flattened in z
     (``spheroid_flattening``), its lowest point ``spheroid_bottom_um`` from the
     first slice. Slice 0 is closest to the objective of an inverted microscope, so
@@ -25,7 +25,7 @@ Nuclei.
     apart, keeping centres inside the spheroid; with ``contact < 1`` neighbours
     touch along flat faces. The labels are a partition: each voxel belongs to the
     nucleus it lies deepest in (smallest normalised ellipsoid distance).
-Cell cycle.
+Cell cycle (:mod:`pipeline.synth.population`).
     Phases early G1 -> G1 -> G1/S -> S/G2/M, with log-normal per-cell durations
     (``phases``, in time points); the first frame is an asynchronous population.
     Cells deeper than ``arrest_depth_um`` below the spheroid surface are

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config.synth import SynthConfig
 from pipeline.io.ngff import ImageMeta
+from pipeline.synth import packing
 from pipeline.synth import population as pop
 from pipeline.synth import render
 
@@ -124,13 +125,13 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     if seed != config.seed:
         config = config.model_copy(update={"seed": seed})
     rng_cells, rng_pixels = well_streams(seed, well)
-    spheroid0, n0 = pop.initial_geometry(config)
-    box = pop.stack_box(config)
+    spheroid0, n0 = packing.initial_geometry(config)
+    box = packing.stack_box(config)
     LOG.info("well %s: %d nuclei, spheroid radius %.0f um, %d time points", well, n0, spheroid0.radii[1], config.n_timepoints)
 
     cells = pop.init_cells(config, spheroid0, n0, rng_cells)
     pop.settle_core(cells, spheroid0)
-    cells.pos = pop.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid0, box, config.contact, INITIAL_RELAX)
+    cells.pos = packing.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid0, box, config.contact, INITIAL_RELAX)
     next_track, population = n0 + 1, float(n0)
 
     T, (Z, Y, X) = config.n_timepoints, config.shape
@@ -143,7 +144,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
             cells, next_track, n_div = pop.advance(cells, config, rng_cells, next_track, spheroid)
             population += n_div
             spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
-            cells.pos = pop.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid, box, config.contact, STEP_RELAX)
+            cells.pos = packing.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid, box, config.contact, STEP_RELAX)
         labels[t], d2 = render.rasterize(
             cells.pos, pop.semi_axes(cells, config), cells.angle, cells.track, config.shape, config.voxel_size
         )
@@ -162,7 +163,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     )
 
 
-def amplitudes(cells: pop.Cells, spheroid: pop.Spheroid, config: SynthConfig) -> np.ndarray:
+def amplitudes(cells: pop.Cells, spheroid: packing.Spheroid, config: SynthConfig) -> np.ndarray:
     """``(max_track + 1, 3)`` peak intensity (ADU, 16-bit scale) per label value and channel.
 
     Brightness x per-cell variability x FUCCI level x glow, and for Hoechst the
@@ -180,7 +181,7 @@ def amplitudes(cells: pop.Cells, spheroid: pop.Spheroid, config: SynthConfig) ->
 
 
 def render_frame(
-    labels: np.ndarray, d2: np.ndarray, cells: pop.Cells, spheroid: pop.Spheroid, config: SynthConfig, rng: np.random.Generator
+    labels: np.ndarray, d2: np.ndarray, cells: pop.Cells, spheroid: packing.Spheroid, config: SynthConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """The ``(C, Z, Y, X)`` uint16 image of one time point (see :mod:`pipeline.synth`)."""
     shape, voxel = config.shape, config.voxel_size
