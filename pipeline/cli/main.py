@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "trainset": "pipeline.cli.groundtruth:trainset",
     "evaluate": "pipeline.cli.evaluate:evaluate",
     "synth": "pipeline.cli.synth:synth",
+    "preprocess": "pipeline.cli.preprocess:preprocess",
+    "preview": "pipeline.cli.preprocess:preview",
 }
 
 

@@ -1,0 +1,308 @@
+"""Run the preprocessing chain over a plate on a Dask cluster.
+
+One task per ``(field, t, c)`` volume (or, with ``block_shape``, one Dask graph of
+blocks per volume; see :mod:`pipeline.preprocess.blocks`). A task opens the store
+itself, applies its channel's chain, writes its volume straight to Zarr, reads it back,
+marks it done and returns a few numbers. Volumes already done are skipped, so a re-run
+resumes an interrupted one; ``overwrite`` starts over.
+
+Everything a user can get wrong (missing or incomplete input image, channel names the
+store lacks, a chain that cannot be split as configured, an output written with another
+chain) is checked by :func:`plan` before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.config.preprocess import PreprocessConfig
+from pipeline.errors import ConfigError, InputError, StoreError
+from pipeline.io.location import Location
+from pipeline.io.ngff import ImageMeta
+from pipeline.io.plate import Field, Plate, parse_well
+from pipeline.io.volumes import read_volume, write_volume
+from pipeline.preprocess import chain as ch
+from pipeline.provenance import provenance
+
+LOG = logging.getLogger(__name__)
+
+STAGE = "preprocess"
+
+
+def limit_threads() -> None:
+    """One thread for OpenCV in this worker: Dask runs one task per worker thread."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+
+
+@dataclass(frozen=True)
+class VolumeTask:
+    """One ``(t, c)`` volume of one field: what a worker needs to process it."""
+
+    field: str
+    src: str
+    dst: str
+    t: int
+    c: int
+    channel: str
+    chain: tuple
+
+
+@dataclass
+class FieldPlan:
+    """What preprocessing will do in one field."""
+
+    field: Field
+    shape: tuple[int, ...]
+    chunk_yx: tuple[int, int]
+    meta: ImageMeta
+    dtype: np.dtype
+    chains: dict[str, list]
+    signature: str
+    tasks: list[VolumeTask] = field(default_factory=list)
+    skipped: int = 0
+
+
+def parse_field(spec: str) -> tuple[str, int]:
+    """``"B10/0"`` -> ``("B10", 0)``; ``"B10"`` -> ``("B10", 0)``."""
+    well, _, index = str(spec).strip().partition("/")
+    if index and not index.isdigit():
+        raise InputError(f"field {spec!r}: expected WELL/INDEX, like 'B10/0'")
+    parse_well(well)
+    return well, int(index or 0)
+
+
+def select_fields(plate: Plate, fields: Sequence[str] | None) -> list[Field]:
+    """The fields named in ``fields`` (``"B10/0"``), or all fields of the plate."""
+    if fields:
+        return [plate.field(*parse_field(f)) for f in fields]
+    found = plate.fields()
+    if not found:
+        raise StoreError(f"{plate.location.url}: the plate has no fields; run `spheroid convert` first")
+    return found
+
+
+def output_dtype(chains: dict[str, list], in_dtype: np.dtype) -> np.dtype:
+    """Stored dtype of the output image: float32 if any channel's chain normalises
+    (uint channels are stored exactly as float32), else the widest unsigned result."""
+    return np.result_type(*[ch.chain_dtype(c, in_dtype) for c in chains.values()])
+
+
+def plan(
+    plate: Plate,
+    config: PreprocessConfig,
+    *,
+    fields: Sequence[str] | None = None,
+    overwrite: bool = False,
+    source: str = "<defaults>",
+) -> list[FieldPlan]:
+    """Check the store against ``config`` and list the volumes to process.
+
+    Parameters
+    ----------
+    plate : Plate
+        The store.
+    config : PreprocessConfig
+        The stage's configuration.
+    fields : sequence of str, optional
+        Fields to process (``"B10/0"``); all when omitted.
+    overwrite : bool
+        Recompute volumes already done.
+    source : str
+        The config file's name, for error messages.
+
+    Returns
+    -------
+    list of FieldPlan
+
+    Raises
+    ------
+    StoreError, ConfigError, InputError
+        One line naming the field, key or image and the problem.
+    """
+    from pipeline.preprocess.blocks import check_block_shape
+
+    url = plate.location.url
+    plans = []
+    for fld in select_fields(plate, fields):
+        if not fld.has_image(config.input):
+            raise StoreError(f"{url}: field {fld} has no '{config.input}' image; run `spheroid convert` first")
+        if not fld.is_complete(config.input):
+            done = fld.done(config.input)
+            raise StoreError(
+                f"{url}: field {fld} image '{config.input}' is incomplete ({int(done.sum())}/{done.size} volumes written); "
+                "finish the stage that writes it first"
+            )
+        array = fld.image(config.input)
+        if array.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"{url}: field {fld} image '{config.input}' is {array.dtype}; preprocessing needs uint8 or uint16 data")
+        meta = fld.meta(config.input)
+        for name in config.channels:
+            if name not in meta.channels:
+                raise ConfigError(
+                    f"{source}: key 'channels.{name}': the store has no channel '{name}' in field {fld} "
+                    f"(channels: {', '.join(meta.channels)})"
+                )
+        chains = {name: config.chain_for(name) for name in meta.channels}
+        if config.block_shape is not None:
+            for name, chain in chains.items():
+                try:
+                    check_block_shape(chain, config.block_shape, array.shape[2:], name)
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}: {exc}") from None
+        dtype = output_dtype(chains, array.dtype)
+        signature = ch.chain_signature(chains)
+        fp = FieldPlan(fld, tuple(array.shape), tuple(array.chunks[3:]), meta, dtype, chains, signature)
+        _check_existing(fp, config, overwrite)
+        done = fld.done(config.output) if fld.has_image(config.output) and not overwrite else np.zeros(array.shape[:2], bool)
+        for t in range(array.shape[0]):
+            for c, name in enumerate(meta.channels):
+                if done[t, c]:
+                    fp.skipped += 1
+                    continue
+                fp.tasks.append(
+                    VolumeTask(str(fld), fld.array_path(config.input), fld.array_path(config.output), t, c, name, tuple(chains[name]))
+                )
+        plans.append(fp)
+    return plans
+
+
+def _check_existing(fp: FieldPlan, config: PreprocessConfig, overwrite: bool) -> None:
+    fld = fp.field
+    if overwrite or not fld.has_image(config.output):
+        return
+    attrs = fld.attrs(config.output)
+    existing = fld.image(config.output)
+    where = f"{fld.plate.location.url}: field {fld} image '{config.output}'"
+    if attrs.get("signature") != fp.signature:
+        raise StoreError(f"{where} was written with another chain (signature {attrs.get('signature')} != {fp.signature}); pass --overwrite to recompute it")
+    if existing.shape != fp.shape or existing.dtype != fp.dtype:
+        raise StoreError(f"{where} exists with shape {existing.shape} {existing.dtype}; pass --overwrite to replace it")
+
+
+def process_volume(task: VolumeTask, location: Location) -> dict[str, Any]:
+    """Worker side: read one raw volume, apply its chain, write and verify it, mark it done.
+
+    Returns
+    -------
+    dict
+        ``write_volume``'s summary plus ``field``, ``channel`` and ``seconds`` (chain time).
+    """
+    limit_threads()
+    volume = read_volume(location, task.src, task.t, task.c)
+    start = time.perf_counter()
+    out = ch.apply_chain(volume, task.chain)
+    seconds = time.perf_counter() - start
+    info = write_volume(location, task.dst, task.t, task.c, out)
+    info.update(field=task.field, channel=task.channel, seconds=seconds)
+    return info
+
+
+def _image_attrs(fp: FieldPlan, config: PreprocessConfig) -> dict[str, Any]:
+    normalised = np.dtype(fp.dtype) == np.float32
+    return {
+        "stage": STAGE,
+        "source": config.input,
+        "signature": fp.signature,
+        "dtype": str(np.dtype(fp.dtype)),
+        "values": "float32: per channel, its normalisation percentiles map to 0 and 1"
+        if normalised
+        else f"{np.dtype(fp.dtype)}: same intensity units as the chain's last step",
+        "block_shape": list(config.block_shape) if config.block_shape else None,
+        "chains": {name: ch.describe_chain(chain) for name, chain in fp.chains.items()},
+    }
+
+
+def run_preprocess(
+    plate: Plate,
+    config: PreprocessConfig,
+    *,
+    fields: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: str = "<defaults>",
+) -> dict[str, Any]:
+    """Preprocess every selected field of ``plate`` into image ``config.output``.
+
+    Parameters
+    ----------
+    plate : Plate
+        The store, opened with ``mode="r+"``.
+    config : PreprocessConfig
+        Chains, output name, cluster.
+    fields : sequence of str, optional
+        Fields to process (``"B10/0"``); all when omitted.
+    overwrite : bool
+        Recompute everything instead of resuming.
+    progress : bool
+        Show a progress bar.
+    source : str
+        The config file's name, for error messages.
+
+    Returns
+    -------
+    dict
+        ``{"fields", "volumes", "skipped", "seconds", "chain_seconds"}``.
+    """
+    plans = plan(plate, config, fields=fields, overwrite=overwrite, source=source)
+    for fp in plans:
+        fp.field.create_image(
+            config.output,
+            fp.shape,
+            fp.dtype,
+            fp.meta,
+            chunk_yx=fp.chunk_yx,
+            overwrite=overwrite,
+            attrs=_image_attrs(fp, config),
+        )
+    tasks = [task for fp in plans for task in fp.tasks]
+    skipped = sum(fp.skipped for fp in plans)
+    if skipped:
+        LOG.info("%d volume(s) already preprocessed: skipped", skipped)
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if tasks:
+        from pipeline.cluster import open_client
+        from pipeline.runner import run_tasks
+
+        with open_client(config.cluster, in_process=plate.location.in_memory) as client:
+            if config.block_shape is None:
+                results = run_tasks(client, process_volume, tasks, desc=STAGE, progress=progress, location=plate.location)
+            else:
+                results = _run_blocks(client, plate.location, tasks, config.block_shape, progress)
+    seconds = time.perf_counter() - start
+    pending = [fp for fp in plans if fp.tasks or not fp.field.is_complete(config.output)]
+    if pending:
+        record = provenance(STAGE, config, fields=[str(fp.field) for fp in plans])
+        for fp in pending:
+            fp.field.mark_complete(config.output, provenance=record)
+        plate.record(STAGE, record)
+    summary = {
+        "fields": [str(fp.field) for fp in plans],
+        "volumes": len(results),
+        "skipped": skipped,
+        "seconds": seconds,
+        "chain_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
+    }
+    LOG.info("preprocessed %d volume(s) in %.1f s (%d skipped)", summary["volumes"], seconds, skipped)
+    return summary
+
+
+def _run_blocks(client, location: Location, tasks: list[VolumeTask], block_shape, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from pipeline.preprocess.blocks import process_volume_blocks
+
+    out = []
+    for task in tqdm(tasks, desc=f"{STAGE} (blocks)", unit="volume", disable=not progress, leave=False):
+        info = process_volume_blocks(client, location, task.src, task.dst, task.t, task.c, task.chain, block_shape)
+        info.update(field=task.field, channel=task.channel)
+        out.append(info)
+    return out
