@@ -151,6 +151,10 @@ class LabelingConfig(StrictModel):
     """Instances smaller than this many voxels are removed."""
     elevation: Literal["probability", "distance"] = "probability"
     """Watershed landscape: ``-p(nucleus)`` or the negative distance to the background."""
+    include_edge: bool | None = None
+    """Instances keep the edge voxels they grow into (true: the ground truth's ``inner`` edges, which
+    lie inside each instance) or are cut back to the nucleus class (false: the thesis' ``outer``
+    edges). ``null``: decided from the training data (where its edge voxels lie)."""
 
 
 class ValidationConfig(StrictModel):
@@ -171,6 +175,15 @@ class ValidationConfig(StrictModel):
     """IoU threshold of the instance matching metrics."""
     max_volumes: int | None = Field(None, ge=1)
     """Validate on at most this many val volumes (all when unset)."""
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> "ValidationConfig":
+        names = {"loss", "mean_f1"}
+        names |= {f"{k}_{c}" for k in ("precision", "recall", "f1", "iou") for c in ("background", "edge", "nucleus")}
+        names |= {f"match_{k}" for k in ("f1", "precision", "recall", "accuracy", "panoptic_quality")}
+        if self.metric not in names:
+            raise ValueError(f"unknown metric {self.metric!r}; one of {', '.join(sorted(names))}")
+        return self
 
 
 class TrainConfig(StrictModel):
@@ -208,6 +221,8 @@ class TrainConfig(StrictModel):
     """Validation, best checkpoint and early stopping."""
     max_steps: int = Field(5000, ge=1)
     """Optimisation steps in total (a resumed run continues up to this number)."""
+    log_every: int = Field(10, ge=1)
+    """Record the mean training loss every this many steps."""
     checkpoint_every: int = Field(100, ge=1)
     """Write the resumable checkpoint every this many steps."""
     seed: int = 0

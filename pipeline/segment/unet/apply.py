@@ -75,5 +75,6 @@ def segment_volume(
         min_size=lab.min_size,
         elevation=lab.elevation,
         voxel_size=voxel_size or card.voxel_size,
+        include_edge=bool(lab.include_edge),
     )
     return probs, labels

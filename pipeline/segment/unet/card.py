@@ -51,7 +51,7 @@ class ModelCard(StrictModel):
     voxel_tolerance: float = Field(0.25, ge=0)
     """Largest relative voxel-size difference per axis accepted at inference."""
     channels: list[str] = Field(min_length=1)
-    """Channel names the model takes, in input order (e.g. ["Hoechst"])."""
+    """Channel names the model takes, in input order (e.g. ["Hoechst"]); ``"A|B"`` accepts either stain."""
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     """Percentile normalisation applied to each input volume."""
     patch_size: list[int] = Field(min_length=3, max_length=3)
@@ -110,7 +110,7 @@ class ModelCard(StrictModel):
                 f"{source}: model {self.name!r} takes {len(self.channels)} channel(s) {self.channels}, the data has {n_channels}"
             )
         if channels is not None:
-            missing = [c for c in self.channels if c not in channels]
+            missing = [c for c in self.channels if not set(c.split("|")) & set(channels)]
             if missing:
                 raise InputError(f"{source}: model {self.name!r} needs channel(s) {missing}, the data has {list(channels)}")
         if voxel_size is not None:

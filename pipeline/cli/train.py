@@ -1,0 +1,74 @@
+"""``spheroid train``: train the 3D U-Net on a training set (a separate, resumable job)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cli.options import config_option, progress_disabled
+from pipeline.config.train import TrainConfig
+
+LOG = logging.getLogger(__name__)
+
+#: Exit status of a run stopped by SIGTERM/SIGUSR1 after saving its checkpoint (EX_TEMPFAIL):
+#: run the same command again to resume. ``deploy/slurm/train.sbatch`` requeues on it.
+EXIT_RESUMABLE = 75
+
+
+@click.command()
+@config_option(TrainConfig)
+@click.option("--trainset", type=click.Path(file_okay=False, path_type=Path), default=None, help="Training-set folder (overrides 'trainset').")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder (overrides 'out').")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/checkpoint.pt when it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides 'device'.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Overrides 'max_steps' (also the length of the LR schedule).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (overrides 'threads').")
+def train(
+    config: TrainConfig,
+    trainset: Path | None,
+    out: Path | None,
+    resume: bool,
+    device: str | None,
+    max_steps: int | None,
+    threads: int | None,
+) -> None:
+    """Train the 3D U-Net (background / edge / nucleus) on a training set.
+
+    Writes OUT/model/ (weights.pt + model.json: the model to segment with),
+    OUT/checkpoint.pt, OUT/metrics.csv and OUT/learning_curve.png. SIGTERM or
+    SIGUSR1 saves a checkpoint and exits with status 75; the same command resumes.
+    """
+    from pipeline.train.loop import train as run_training
+
+    updates = {
+        "trainset": str(trainset) if trainset is not None else None,
+        "out": str(out) if out is not None else None,
+        "device": device,
+        "max_steps": max_steps,
+        "threads": threads,
+    }
+    config = TrainConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    if config.command is None:
+        config = config.model_copy(update={"command": _command_line(config)})
+    result = run_training(config, resume=resume, progress=not progress_disabled())
+    if result.interrupted:
+        click.echo(f"interrupted at step {result.step}: checkpoint in {result.out}; run the same command to resume", err=True)
+        sys.exit(EXIT_RESUMABLE)
+    best = ", ".join(f"{k} {result.best[k]:.3f}" for k in ("f1_edge", "f1_nucleus", "match_f1") if k in result.best)
+    click.echo(
+        f"trained {result.step} steps in {result.time_s / 60:.1f} min"
+        + (" (early stop)" if result.stopped_early else "")
+        + (f"; best at step {result.best_step}: {best}" if best else "")
+        + f"; model: {result.model_dir}"
+    )
+
+
+def _command_line(config: TrainConfig) -> str:
+    """The command as typed (when run as ``spheroid``), else an equivalent one."""
+    if Path(sys.argv[0]).name == "spheroid" and len(sys.argv) > 1:
+        return "spheroid " + shlex.join(sys.argv[1:])
+    return shlex.join(["spheroid", "train", "--trainset", str(config.trainset), "--out", config.out, "--max-steps", str(config.max_steps)])

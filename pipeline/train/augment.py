@@ -1,0 +1,56 @@
+"""Random augmentation of training patches: flips, 90-degree y-x rotations, intensity, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config.train import AugmentConfig
+
+
+def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one patch; geometric changes apply to image and target alike.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float32 ``(channels, z, y, x)``.
+    target : numpy.ndarray
+        Integer ``(z, y, x)``.
+    rng : numpy.random.Generator
+        Source of all random numbers (its state is checkpointed).
+    config : AugmentConfig
+        What to apply.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Contiguous augmented copies.
+
+    Examples
+    --------
+    >>> img = np.zeros((1, 2, 4, 4), np.float32); tgt = np.zeros((2, 4, 4), np.int64)
+    >>> a, b = augment(img, tgt, np.random.default_rng(0), AugmentConfig())
+    >>> a.shape, b.shape
+    ((1, 2, 4, 4), (2, 4, 4))
+    """
+    if config.flip:
+        for axis in range(3):
+            if rng.random() < 0.5:
+                image = np.flip(image, axis=axis + 1)
+                target = np.flip(target, axis=axis)
+    if config.rotate90 and image.shape[-1] == image.shape[-2]:
+        k = int(rng.integers(4))
+        if k:
+            image = np.rot90(image, k, axes=(-2, -1))
+            target = np.rot90(target, k, axes=(-2, -1))
+    image = np.array(image, dtype=np.float32, order="C")  # a copy: the caller's array is never changed
+    lo, hi = config.intensity_scale
+    if hi > lo or lo != 1.0:
+        image *= np.float32(rng.uniform(lo, hi))
+    lo, hi = config.intensity_shift
+    if hi > lo or lo != 0.0:
+        image += np.float32(rng.uniform(lo, hi))
+    if config.noise_std > 0:
+        std = rng.uniform(0, config.noise_std)
+        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(std)
+    return image, np.ascontiguousarray(target)

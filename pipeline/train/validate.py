@@ -1,0 +1,142 @@
+"""Validation on whole volumes: per-class pixel metrics and instance matching after labelling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.config.train import LabelingConfig
+from pipeline.evaluate import matching, pool
+from pipeline.segment.instances import label_nuclei
+from pipeline.segment.unet.predict import predict_volume
+from pipeline.train.data import Volume
+from pipeline.train.losses import CombinedLoss
+
+LOG = logging.getLogger(__name__)
+
+CLASSES = ("background", "edge", "nucleus")
+#: Metrics where larger is better (all but the loss).
+PIXEL_KEYS = ("precision", "recall", "f1", "iou")
+MATCH_KEYS = ("f1", "precision", "recall", "accuracy", "panoptic_quality")
+
+
+def metric_names(classes: Sequence[str] = CLASSES) -> list[str]:
+    """All metric names :func:`validate` reports (what ``validation.metric`` may name)."""
+    names = ["loss", "mean_f1"]
+    names += [f"{k}_{c}" for c in classes for k in PIXEL_KEYS]
+    names += [f"match_{k}" for k in MATCH_KEYS]
+    return names
+
+
+def higher_is_better(metric: str) -> bool:
+    """False only for the loss."""
+    return metric != "loss"
+
+
+def confusion(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion matrix ``[true, predicted]`` (int64) of two integer class maps."""
+    idx = target.astype(np.int64).ravel() * n_classes + pred.astype(np.int64).ravel()
+    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def class_metrics(conf: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[str, float]:
+    """Per-class precision, recall, F1 (Dice) and IoU (thesis Eqs. 2-5) from a confusion matrix.
+
+    A class absent from both truth and prediction scores 1 (nothing to get wrong).
+    ``mean_f1`` is the mean F1 of the classes other than background (edge and nucleus,
+    what the thesis tracked).
+    """
+    out: dict[str, float] = {}
+    tp = np.diag(conf).astype(float)
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
+    for i, name in enumerate(classes):
+        out[f"precision_{name}"] = _ratio(tp[i], tp[i] + fp[i])
+        out[f"recall_{name}"] = _ratio(tp[i], tp[i] + fn[i])
+        out[f"f1_{name}"] = _ratio(2 * tp[i], 2 * tp[i] + fp[i] + fn[i])
+        out[f"iou_{name}"] = _ratio(tp[i], tp[i] + fp[i] + fn[i])
+    out["mean_f1"] = float(np.mean([out[f"f1_{c}"] for c in classes[1:]]))
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 1.0
+
+
+def validate(
+    model: torch.nn.Module,
+    volumes: Sequence[Volume],
+    *,
+    tile: Sequence[int],
+    overlap: float = 0.25,
+    device: str | torch.device = "cpu",
+    labeling: LabelingConfig | None = None,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    match_threshold: float = 0.5,
+    loss: CombinedLoss | None = None,
+    batch_size: int = 1,
+) -> dict[str, float]:
+    """Predict each volume whole and score it against its target and instances.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network (put in eval mode for the prediction, restored afterwards).
+    volumes : sequence of Volume
+        Validation volumes (only their unpadded region is scored).
+    tile, overlap, device, batch_size
+        Sliding-window settings (:func:`pipeline.segment.unet.predict.predict_volume`).
+    labeling : LabelingConfig, optional
+        Instance labelling of the probabilities.
+    voxel_size : sequence of float
+        For the distance-based watershed.
+    match_threshold : float
+        IoU threshold of the instance matching.
+    loss : CombinedLoss, optional
+        Also report the loss of the whole-volume prediction (``log p`` as logits).
+
+    Returns
+    -------
+    dict
+        ``loss`` (if given), per-class ``precision_/recall_/f1_/iou_<class>``, ``mean_f1``,
+        ``match_*`` pooled over the volumes, ``n_true`` and ``n_pred``.
+    """
+    labeling = labeling or LabelingConfig()
+    conf = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    matches = []
+    losses = []
+    for vol in volumes:
+        z, y, x = vol.shape
+        image = vol.image[:, :z, :y, :x]
+        target = vol.semantic[:z, :y, :x]
+        probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+        conf += confusion(np.argmax(probs, 0), target, len(CLASSES))
+        labels = label_nuclei(
+            probs,
+            seed_threshold=labeling.seed_threshold,
+            foreground_threshold=labeling.foreground_threshold,
+            erode_xy=labeling.erode_xy,
+            min_seed_size=labeling.min_seed_size,
+            min_size=labeling.min_size,
+            elevation=labeling.elevation,
+            voxel_size=voxel_size,
+            include_edge=bool(labeling.include_edge),
+        )
+        matches.append(matching(vol.instances[:z, :y, :x], labels, thresh=match_threshold))
+        if loss is not None:
+            with torch.no_grad():
+                logits = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
+                value, _ = loss(logits, torch.from_numpy(target.astype(np.int64))[None])
+            losses.append(float(value) * target.size)
+    out = class_metrics(conf)
+    if losses:
+        out["loss"] = float(sum(losses) / sum(v.shape[0] * v.shape[1] * v.shape[2] for v in volumes))
+    pooled = pool(matches)
+    for key in MATCH_KEYS:
+        out[f"match_{key}"] = float(getattr(pooled, key))
+    out["n_true"] = int(pooled.n_true)
+    out["n_pred"] = int(pooled.n_pred)
+    return out

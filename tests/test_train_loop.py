@@ -1,0 +1,160 @@
+"""The training loop: the loss goes down, interrupt + resume equals an uninterrupted run, outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from pipeline.config.train import TrainConfig
+from pipeline.errors import ConfigError, InputError
+from pipeline.groundtruth.trainset import TrainingSet
+from pipeline.segment.unet.card import load_model
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.loop import lr_factor, train
+
+VOXEL = (5.0, 1.24, 1.24)
+
+
+def synthetic_item(rng: np.random.Generator, shape=(8, 40, 40), n=6):
+    """Bright ellipsoid nuclei on a dim noisy background, with instances and semantic target."""
+    inst = np.zeros(shape, np.uint32)
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    for label in range(1, n + 1):
+        c = [rng.uniform(2, shape[0] - 2), rng.uniform(6, shape[1] - 6), rng.uniform(6, shape[2] - 6)]
+        r = [rng.uniform(1.5, 2.5), rng.uniform(3.5, 5.5), rng.uniform(3.5, 5.5)]
+        ball = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1
+        inst[ball & (inst == 0)] = label
+    fg = inst > 0
+    sem = np.where(fg, 2, 0).astype(np.uint8)
+    sem[ndi.binary_dilation(fg) & ~fg] = 1
+    image = ndi.gaussian_filter(fg * 300.0 + 40.0, 0.7) + rng.normal(0, 15, shape)
+    return np.clip(image, 0, None).astype(np.uint16), inst, sem
+
+
+@pytest.fixture(scope="module")
+def trainset(tmp_path_factory):
+    rng = np.random.default_rng(42)
+    ts = TrainingSet.create(tmp_path_factory.mktemp("ts") / "set")
+    for i, split in enumerate(["train", "train", "train", "val"]):
+        image, inst, sem = synthetic_item(rng)
+        ts.add(image, inst, sem, id=f"s{i}", voxel_size=VOXEL, channel="Hoechst", source="synthetic", split=split)
+    return ts.root
+
+
+def tiny_config(trainset, out, **kw) -> TrainConfig:
+    base = {
+        "trainset": str(trainset),
+        "out": str(out),
+        "model": {"features": [4, 8]},
+        "loss": [{"name": "iou", "class_weights": [1.0, 2.0, 1.5]}, {"name": "ce", "weight": 0.5}],
+        "sampling": {"patch_size": [8, 32, 32], "batch_size": 2},
+        "optim": {"lr": 1e-2, "schedule": "cosine", "warmup_steps": 2},
+        "validation": {"every": 3, "metric": "f1_nucleus"},
+        "labeling": {"min_size": 5},
+        "max_steps": 6,
+        "log_every": 1,
+        "checkpoint_every": 100,
+        "device": "cpu",
+        "seed": 3,
+    }
+    base.update(kw)
+    return TrainConfig.model_validate(base)
+
+
+def test_loss_goes_down(trainset, tmp_path):
+    config = tiny_config(trainset, tmp_path, max_steps=60, validation={"every": 60}, optim={"lr": 1e-2, "schedule": "constant"})
+    losses = []
+    result = train(config, progress=False, on_step=lambda step, rec: losses.append(rec["loss"]))
+    assert result.step == 60 and len(losses) == 60
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+    # it learnt to find the nuclei of the held-out volume, and to separate them
+    assert result.best["f1_nucleus"] > 0.5 and result.best["match_f1"] > 0.5
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(trainset, tmp_path):
+    full = train(tiny_config(trainset, tmp_path / "full"), progress=False)
+
+    def interrupt(step, record):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    part = train(tiny_config(trainset, tmp_path / "part"), progress=False, on_step=interrupt)
+    assert part.interrupted and part.step == 4
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["loop"]["step"] == 4
+    resumed = train(tiny_config(trainset, tmp_path / "part"), progress=False)
+    assert not resumed.interrupted and resumed.step == full.step == 6
+
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pid, st in a["optimizer"]["state"].items():
+        for name, value in st.items():
+            assert torch.equal(value, b["optimizer"]["state"][pid][name]), (pid, name)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    assert a["rng"]["numpy"] == b["rng"]["numpy"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(a["loop"]["history"]) == strip(b["loop"]["history"])
+    assert a["loop"]["best_step"] == b["loop"]["best_step"]
+
+
+def test_outputs_and_model_card(trainset, tmp_path):
+    config = tiny_config(trainset, tmp_path, command="spheroid train -c x.yaml")
+    result = train(config, progress=False)
+    for name in ("checkpoint.pt", "metrics.csv", "learning_curve.png", "config.yaml", "model/weights.pt", "model/model.json"):
+        assert (tmp_path / name).is_file(), name
+    model, card = load_model(result.model_dir)
+    assert card.voxel_size == list(VOXEL) and card.channels == ["Hoechst"]
+    assert card.architecture.features == [4, 8] and card.patch_size == [8, 32, 32]
+    assert card.normalization.low == 1.0 and card.normalization.high == 99.8
+    assert card.metrics["best_step"] == result.best_step in (3, 6)
+    assert card.metrics["final"]["step"] == 6 and "f1_edge" in card.metrics["best"]
+    assert {i["id"]: i["split"] for i in card.training["items"]} == {"s0": "train", "s1": "train", "s2": "train", "s3": "val"}
+    assert card.training["steps"] == 6 and card.command == "spheroid train -c x.yaml"
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert {"kind", "step", "loss", "lr", "f1_nucleus", "f1_edge", "match_f1", "iou_nucleus"} <= set(table.columns)
+    assert list(table[table.kind == "val"].step) == [3, 6]
+
+
+def test_early_stopping(trainset, tmp_path):
+    # a learning rate too small to change anything: no validation improves on the first
+    config = tiny_config(trainset, tmp_path, max_steps=30, optim={"lr": 1e-12}, validation={"every": 2, "patience": 2})
+    result = train(config, progress=False)
+    assert result.stopped_early and result.step == 6 and result.best_step == 2
+
+
+def test_resume_refuses_other_settings(trainset, tmp_path):
+    train(tiny_config(trainset, tmp_path, max_steps=2), progress=False)
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt: written with other settings \(model\)"):
+        train(tiny_config(trainset, tmp_path, max_steps=4, model={"features": [4, 16]}), progress=False)
+    # --no-resume starts afresh
+    assert train(tiny_config(trainset, tmp_path, max_steps=2, model={"features": [4, 16]}), resume=False, progress=False).step == 2
+
+
+def test_bad_settings(trainset, tmp_path):
+    with pytest.raises(ConfigError, match="no training set"):
+        train(tiny_config(trainset, tmp_path).model_copy(update={"trainset": None}), progress=False)
+    with pytest.raises(ConfigError, match=r"patch_size \[8, 31, 32\] must be a multiple"):
+        train(tiny_config(trainset, tmp_path, sampling={"patch_size": [8, 31, 32]}), progress=False)
+    with pytest.raises(InputError, match="no 'train' items of channel 'GFP'"):
+        train(tiny_config(trainset, tmp_path, channel="GFP"), progress=False)
+    with pytest.raises(InputError, match=r"item 's0' has voxel size .* rescale"):
+        train(tiny_config(trainset, tmp_path, voxel_size=[2.0, 1.0, 1.0]), progress=False)
+
+
+def test_lr_schedule():
+    from pipeline.config.train import OptimConfig
+
+    cos = OptimConfig(lr=1e-3, min_lr=1e-5, warmup_steps=10)
+    assert lr_factor(0, cos, 100) == pytest.approx(0.1)
+    assert lr_factor(10, cos, 100) == pytest.approx(1.0)
+    assert lr_factor(100, cos, 100) == pytest.approx(0.01)
+    step = OptimConfig(schedule="step", step_every=5, step_gamma=0.5)
+    assert [lr_factor(s, step, 100) for s in (0, 4, 5, 12)] == [1, 1, 0.5, 0.25]
