@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "synth": "pipeline.cli.synth:synth",
     "preprocess": "pipeline.cli.preprocess:preprocess",
     "preview": "pipeline.cli.preprocess:preview",
+    "train": "pipeline.cli.train:train",
 }
 
 
