@@ -56,12 +56,12 @@ def mem(tmp_path, name="p") -> str:
 
 
 # -- the distributed run ---------------------------------------------------------------------------
-def test_distributed_equals_single_process(tmp_path, cluster_config):
+def test_distributed_equals_single_process(tmp_path, dask_client):
     url = str(tmp_path / "p.zarr")
     _, data = make_plate(url)
     cy3 = [ThresholdStep(mode="percentile", value=30), GammaStep(gamma=1.3), MedianStep(size=5), NormalizeStep(low=0.5, high=99)]
-    config = PreprocessConfig(channels={"Cy3": cy3}, cluster=cluster_config)
-    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    config = PreprocessConfig(channels={"Cy3": cy3})
+    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     assert summary["volumes"] == 6 and summary["skipped"] == 0
 
     plate = Plate.open(url)
@@ -82,11 +82,11 @@ def test_distributed_equals_single_process(tmp_path, cluster_config):
     np.testing.assert_array_equal(field.image()[:], data)  # raw untouched
 
 
-def test_rerun_skips_done_volumes_and_resumes(tmp_path):
-    url = mem(tmp_path)
+def test_rerun_skips_done_volumes_and_resumes(tmp_path, dask_client):
+    url = str(tmp_path / "p.zarr")
     _, data = make_plate(url)
-    config = PreprocessConfig(cluster=THREADS)
-    run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    config = PreprocessConfig()
+    run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     plate = Plate.open(url, mode="r+")
     field = plate.field("B10")
     out = plate.location.open_array(field.array_path("preprocessed"), mode="r+")
@@ -96,21 +96,22 @@ def test_rerun_skips_done_volumes_and_resumes(tmp_path):
     done[1, 2] = 0
     field.update_attrs("preprocessed", complete=False)
 
-    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     assert summary["volumes"] == 1 and summary["skipped"] == 5
     exp = expected(data, config)
     assert (out[0, 0] == -1.0).all()
     np.testing.assert_array_equal(out[1, 2], exp[1, 2])
     assert Plate.open(url).field("B10").is_complete("preprocessed")
 
-    again = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    again = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)  # nothing to do: no cluster
     assert again["volumes"] == 0 and again["skipped"] == 6
-    redo = run_preprocess(Plate.open(url, mode="r+"), config, overwrite=True, progress=False)
+    redo = run_preprocess(Plate.open(url, mode="r+"), config, overwrite=True, progress=False, client=dask_client)
     assert redo["volumes"] == 6
     np.testing.assert_array_equal(Plate.open(url).field("B10").image("preprocessed")[:], exp)
 
 
 def test_changed_chain_needs_overwrite(tmp_path):
+    """In-process workers: a memory:// store is only visible to this process."""
     url = mem(tmp_path)
     _, data = make_plate(url, shape=(1, 2, 4, 32, 32))
     run_preprocess(Plate.open(url, mode="r+"), PreprocessConfig(cluster=THREADS), progress=False)
@@ -121,11 +122,11 @@ def test_changed_chain_needs_overwrite(tmp_path):
     np.testing.assert_array_equal(Plate.open(url).field("B10").image("preprocessed")[:], expected(data, other))
 
 
-def test_without_normalisation_output_stays_uint16(tmp_path):
-    url = mem(tmp_path)
+def test_without_normalisation_output_stays_uint16(tmp_path, dask_client):
+    url = str(tmp_path / "p.zarr")
     _, data = make_plate(url, shape=(1, 3, 4, 32, 40))
-    config = PreprocessConfig(chain=[s.model_copy(update={"enabled": s.step != "normalize"}) for s in default_chain()], cluster=THREADS)
-    run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    config = PreprocessConfig(chain=[s.model_copy(update={"enabled": s.step != "normalize"}) for s in default_chain()])
+    run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     field = Plate.open(url).field("B10")
     out = field.image("preprocessed")[:]
     assert out.dtype == np.uint16 and field.attrs("preprocessed")["dtype"] == "uint16"
@@ -163,11 +164,11 @@ def test_blocks_equal_whole_volume(tmp_path, dask_client, name, chain, block_sha
     assert field.done("preprocessed")[0, 0]
 
 
-def test_block_mode_through_the_stage(tmp_path):
-    url = mem(tmp_path)
+def test_block_mode_through_the_stage(tmp_path, dask_client):
+    url = str(tmp_path / "p.zarr")
     _, data = make_plate(url, shape=(2, 2, 6, 40, 48), chunk_yx=(16, 16))
-    config = PreprocessConfig(block_shape=(2, 0, 0), cluster=THREADS)
-    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)
+    config = PreprocessConfig(block_shape=(2, 0, 0))
+    summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     assert summary["volumes"] == 4
     field = Plate.open(url).field("B10")
     np.testing.assert_array_equal(field.image("preprocessed")[:], expected(data, config))

@@ -228,6 +228,7 @@ def run_preprocess(
     overwrite: bool = False,
     progress: bool = True,
     source: str = "<defaults>",
+    client=None,
 ) -> dict[str, Any]:
     """Preprocess every selected field of ``plate`` into image ``config.output``.
 
@@ -245,6 +246,8 @@ def run_preprocess(
         Show a progress bar.
     source : str
         The config file's name, for error messages.
+    client : distributed.Client, optional
+        Run on this client instead of opening ``config.cluster``.
 
     Returns
     -------
@@ -268,15 +271,13 @@ def run_preprocess(
         LOG.info("%d volume(s) already preprocessed: skipped", skipped)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
-    if tasks:
+    if tasks and client is not None:
+        results = _dispatch(client, plate.location, tasks, config.block_shape, progress)
+    elif tasks:
         from pipeline.cluster import open_client
-        from pipeline.runner import run_tasks
 
-        with open_client(config.cluster, in_process=plate.location.in_memory) as client:
-            if config.block_shape is None:
-                results = run_tasks(client, process_volume, tasks, desc=STAGE, progress=progress, location=plate.location)
-            else:
-                results = _run_blocks(client, plate.location, tasks, config.block_shape, progress)
+        with open_client(config.cluster, in_process=plate.location.in_memory) as own:
+            results = _dispatch(own, plate.location, tasks, config.block_shape, progress)
     seconds = time.perf_counter() - start
     pending = [fp for fp in plans if fp.tasks or not fp.field.is_complete(config.output)]
     if pending:
@@ -295,10 +296,14 @@ def run_preprocess(
     return summary
 
 
-def _run_blocks(client, location: Location, tasks: list[VolumeTask], block_shape, progress: bool) -> list[dict]:
+def _dispatch(client, location: Location, tasks: list[VolumeTask], block_shape, progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
     from pipeline.preprocess.blocks import process_volume_blocks
+    from pipeline.runner import run_tasks
+
+    if block_shape is None:
+        return run_tasks(client, process_volume, tasks, desc=STAGE, progress=progress, location=location)
 
     out = []
     for task in tqdm(tasks, desc=f"{STAGE} (blocks)", unit="volume", disable=not progress, leave=False):
