@@ -224,14 +224,18 @@ class Field:
         chunk_yx: tuple[int, int] = (256, 256),
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
+        compression_level: int = 5,
     ) -> zarr.Array:
         """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
 
         Chunks hold one ``(t, c)`` volume split in y/x by ``chunk_yx``. An existing image
         with the same shape, dtype and chunks is kept (so an interrupted stage resumes)
         unless ``overwrite`` is set; one that differs raises :class:`StoreError`.
+        ``compression_level`` is the Blosc-zstd level (see :func:`compressor`).
         """
-        return self._create(self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False)
+        return self._create(
+            self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False, level=compression_level
+        )
 
     def create_labels(
         self,
@@ -247,7 +251,7 @@ class Field:
         """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
         return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
 
-    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label):
+    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=5):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 5:
             raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
@@ -274,7 +278,7 @@ class Field:
             shape=shape,
             chunks=chunks,
             dtype=dtype,
-            compressors=compressor(),
+            compressors=compressor(level),
             fill_value=0,
             dimension_names=list(ngff.AXES),
         )

@@ -1,0 +1,184 @@
+"""Convert raw files into the plate store: one Dask task per (field, time point).
+
+Store rule (what happens when ``--out`` already exists):
+
+* no store there: a new plate is created;
+* ``overwrite``: the store is replaced;
+* a plate that ``convert`` started from the same inputs (same files, sizes and
+  modification times) and the same output settings: the run **resumes**, skipping
+  every volume already written and verified (its ``done`` entry is set);
+* anything else: refused with a :class:`~pipeline.errors.StoreError` naming the
+  store (pass ``--overwrite`` to replace it). A path that holds something other
+  than a zarr store is never replaced.
+
+A field's ``raw`` image is marked complete, and the plate's ``convert`` record
+written, only after every volume is done: an interrupted run leaves nothing a
+later stage would take as finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import PurePosixPath
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.cluster import open_client
+from pipeline.config.convert import ConvertConfig
+from pipeline.convert.plan import FieldPlan, fingerprint, plan_inputs, uint8_range
+from pipeline.convert.task import TimepointTask, convert_timepoint
+from pipeline.errors import StoreError
+from pipeline.io.location import Location
+from pipeline.io.plate import Plate
+from pipeline.provenance import provenance
+from pipeline.runner import run_tasks
+
+LOG = logging.getLogger(__name__)
+
+
+def convert(
+    inputs: Sequence[str | os.PathLike],
+    out: str,
+    config: ConvertConfig,
+    *,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = True,
+    client=None,
+) -> dict[str, Any]:
+    """Convert ``inputs`` into the plate store at ``out``.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Files and folders (see :func:`pipeline.convert.plan.plan_inputs`).
+    out : str
+        Store path or fsspec URL (``memory://``, ``s3://...``).
+    config : ConvertConfig
+        Conversion settings and the cluster to run on.
+    overwrite : bool
+        Replace an existing store instead of resuming it.
+    storage_options : dict, optional
+        fsspec options for remote stores.
+    progress : bool
+        Show a progress bar.
+    client : distributed.Client, optional
+        Run on this client instead of opening ``config.cluster`` (tests, notebooks).
+
+    Returns
+    -------
+    dict
+        ``{"store", "fields", "written", "skipped", "nbytes", "seconds"}``: volumes
+        written in this run and those already done.
+
+    Raises
+    ------
+    InputError
+        Bad input (found before anything is written, or when a task reads a
+        truncated file: then that volume stays not done).
+    StoreError
+        An existing store that may not be replaced or resumed.
+    """
+    start = time.perf_counter()
+    plans = plan_inputs(inputs, config)
+    location = Location(out, storage_options or {})
+    print_ = fingerprint(plans, config)
+    plate = _open_plate(location, print_, overwrite, name=_plate_name(location.url))
+    tasks: list[TimepointTask] = []
+    skipped = 0
+    fields = []
+    for plan in plans:
+        field = plate.add_field(plan.well, plan.index)
+        fields.append(field)
+        field.create_image(
+            "raw",
+            plan.shape,
+            plan.dtype,
+            plan.meta,
+            chunk_yx=config.chunk_yx,
+            attrs={"source": plan.source.label},
+            compression_level=config.compression_level,
+        )
+        done = field.done("raw")
+        skipped += int(done.sum())
+        tasks.extend(_tasks_for(plan, field.array_path("raw"), done, uint8_range(plan, config)))
+    written = sum(len(t.write) for t in tasks)
+    LOG.info("%d volume(s) to write, %d already done", written, skipped)
+    results: list[dict] = []
+    if tasks:
+        kwargs = {"desc": "convert", "progress": progress, "unit": "time point", "location": location, "verify": config.verify}
+        if client is not None:
+            results = run_tasks(client, convert_timepoint, tasks, **kwargs)
+        else:
+            with open_client(config.cluster, in_process=location.in_memory) as own:
+                results = run_tasks(own, convert_timepoint, tasks, **kwargs)
+    for field in fields:
+        if not field.is_complete("raw"):
+            field.mark_complete("raw")
+    seconds = time.perf_counter() - start
+    nbytes = sum(r["nbytes"] for r in results)
+    summary = {"store": location.url, "fields": [str(f) for f in fields], "written": written, "skipped": skipped, "nbytes": nbytes, "seconds": seconds}
+    plate.record("convert", provenance("convert", config, inputs=[p.describe() for p in plans], fingerprint=print_, **summary))
+    LOG.info(
+        "converted %d volume(s) (%.1f MB) in %.1f s (%.1f MB/s); %d already done",
+        written, nbytes / 1e6, seconds, nbytes / 1e6 / max(seconds, 1e-9), skipped,
+    )
+    return summary
+
+
+def _tasks_for(plan: FieldPlan, array_path: str, done: np.ndarray, rescale) -> list[TimepointTask]:
+    out = []
+    for t in range(plan.shape[0]):
+        todo = [c for c in range(plan.shape[1]) if not done[t, c]]
+        if todo:
+            out.append(TimepointTask(plan.source, t, tuple(plan.order[c] for c in todo), tuple(todo), array_path, rescale))
+    return out
+
+
+def _plate_name(url: str) -> str:
+    name = PurePosixPath(url.rstrip("/")).name
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name or "plate"
+
+
+def _open_plate(location: Location, print_: str, overwrite: bool, *, name: str) -> Plate:
+    """Create, replace or resume the store according to the module's store rule."""
+    if not location.exists():
+        _refuse_foreign(location)
+        plate = Plate.create(location.url, name=name, storage_options=location.storage_options)
+    elif overwrite:
+        plate = Plate.create(location.url, name=name, storage_options=location.storage_options, overwrite=True)
+    else:
+        try:
+            plate = Plate.open(location.url, mode="r+", storage_options=location.storage_options)
+        except StoreError:
+            raise StoreError(f"{location.url}: exists and is not a plate store; pass --overwrite to replace it") from None
+        previous = plate.group.attrs.get("spheroid", {}).get("convert", {}).get("fingerprint")
+        if previous != print_:
+            raise StoreError(
+                f"{location.url}: store exists and was not made by convert from these inputs and settings; pass --overwrite to replace it"
+            )
+        LOG.info("%s: resuming a conversion of the same inputs", location.url)
+        return plate
+    attrs = dict(plate.group.attrs.get("spheroid", {}))
+    attrs["convert"] = {"fingerprint": print_}
+    plate.group.attrs["spheroid"] = attrs
+    return plate
+
+
+def _refuse_foreign(location: Location) -> None:
+    """Never let zarr wipe a path that holds something else (a folder of raw files, a file)."""
+    if location.in_memory:
+        return
+    try:
+        fs, root = location.filesystem()
+        if not fs.exists(root):
+            return
+        if fs.isfile(root) or fs.ls(root):
+            raise StoreError(f"{location.url}: exists and is not a zarr store; refusing to replace it (choose another --out)")
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"{location.url}: cannot reach store ({exc})") from exc

@@ -1,0 +1,144 @@
+"""``spheroid convert`` on the command line: options, and one ``error:`` line for every kind of bad input."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from pipeline.cli.main import cli
+from pipeline.io.location import Location
+from pipeline.io.plate import Plate
+
+from test_readers_pattern import write_folder
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI points the root logger at click's captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["-q", "convert", *map(str, args)], catch_exceptions=False)
+
+
+def assert_one_error(result, *fragments: str) -> str:
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def no_complete_store(out) -> bool:
+    """Nothing at ``out`` that a later stage would take as a finished conversion."""
+    if not Location(str(out)).exists():
+        return True
+    plate = Plate.open(str(out))
+    return "convert" not in plate.records() and not any(f.is_complete() for f in plate.fields())
+
+
+def test_cli_converts_folder_with_options(tmp_path, rng):
+    data = write_folder(tmp_path / "raw", rng, times=2, tokens=("1", "2", "3"), name="{well}_T{t:02d}_C{c}.tif")
+    out = tmp_path / "exp.zarr"
+    config = tmp_path / "convert.yaml"
+    config.write_text("# model: pipeline.config.convert:ConvertConfig\nchannel_map: {'1': Hoechst, '2': Cy3, '3': GFP}\n")
+    options = ["--pattern", "{well}_T{t}_C{channel}.tif", "-c", config, "-w", "2", "--time-step", "600", "--voxel-size", "4", "1", "1"]
+    result = run(tmp_path / "raw", "--out", out, *options)
+    assert result.exit_code == 0, result.output
+    assert "wrote 6 volume(s)" in result.stdout
+    field = Plate.open(str(out)).field("B10")
+    np.testing.assert_array_equal(field.image()[:], data["B10"])
+    assert field.meta().channels == ("Hoechst", "Cy3", "GFP")
+    assert field.meta().time_step == 1800  # the file's finterval wins over --time-step
+    again = run(tmp_path / "raw", "--out", out, *options)
+    assert again.exit_code == 0 and "wrote 0 volume(s)" in again.stdout and "6 already done" in again.stdout
+
+
+def test_existing_store_needs_overwrite(tmp_path, rng):
+    write_folder(tmp_path / "raw", rng, times=1)
+    Plate.create(str(tmp_path / "exp.zarr"))
+    assert_one_error(run(tmp_path / "raw", "--out", tmp_path / "exp.zarr"), "exp.zarr", "--overwrite")
+
+
+def _truncate(path, fraction=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def _corrupt_last_page(path):
+    with tifffile.TiffFile(path) as tif:
+        page = tif.series[0].pages[-1]
+        offset, count = page.dataoffsets[0], page.databytecounts[0]
+    raw = bytearray(path.read_bytes())
+    raw[offset + 2 : offset + count] = bytes(count - 2)
+    path.write_bytes(bytes(raw))
+
+
+BAD = {
+    "truncated": ("B10_T02_GFP.tif", lambda raw: _truncate(raw / "B10_T02_GFP.tif"), "truncated"),
+    "unreadable": ("B10_T01_Cyr.tif", lambda raw: (raw / "B10_T01_Cyr.tif").write_bytes(b"\0" * 64), "not a readable TIFF"),
+    "shape": ("B10_T03_Hoechst.tif", lambda raw: tifffile.imwrite(raw / "B10_T03_Hoechst.tif", np.zeros((3, 16, 10), np.uint16), imagej=True, metadata={"axes": "ZYX"}), "differs from"),
+    "dtype": ("B10_T02_Cyr.tif", lambda raw: tifffile.imwrite(raw / "B10_T02_Cyr.tif", np.zeros((3, 16, 12), np.uint8), imagej=True, metadata={"axes": "ZYX"}), "differs from"),
+    "unknown channel": ("B10_T01_DAPI.tif", lambda raw: tifffile.imwrite(raw / "B10_T01_DAPI.tif", np.zeros((3, 16, 12), np.uint16), imagej=True, metadata={"axes": "ZYX"}), "unknown channel 'DAPI'"),
+    "missing": ("well B10", lambda raw: (raw / "B10_T02_GFP.tif").unlink(), "missing file(s) for t=2 GFP"),
+    "no match": ("raw", lambda raw: [p.rename(p.with_name(p.name.replace("_T", "-"))) for p in raw.iterdir()], "matches no file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_folder_input(tmp_path, rng, case):
+    write_folder(tmp_path / "raw", rng, times=3)
+    named, damage, problem = BAD[case]
+    damage(tmp_path / "raw")
+    out = tmp_path / "exp.zarr"
+    assert_one_error(run(tmp_path / "raw", "--out", out), named, problem)
+    assert not out.exists()  # found from headers: nothing was created
+
+
+def test_bad_single_files(tmp_path, rng):
+    data = rng.integers(0, 65535, size=(2, 3, 2, 8, 8), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "A1.ome.tif", data, metadata={"axes": "TCZYX", "Channel": {"Name": ["Hoechst", "DAPI", "GFP"]}})
+    out = tmp_path / "o.zarr"
+    assert_one_error(run(tmp_path / "A1.ome.tif", "--out", out, "--channels", "Hoechst,Cy3,GFP"), "A1.ome.tif", "unknown channel name(s) DAPI")
+    assert_one_error(run(tmp_path / "missing.ome.tif", "--out", out), "missing.ome.tif", "no such file")
+    (tmp_path / "x.czi").write_bytes(b"x")
+    assert_one_error(run(tmp_path / "x.czi", "--out", out), "x.czi", "unsupported file type")
+    tifffile.imwrite(tmp_path / "A2.ome.tif", data[:, :2], metadata={"axes": "TCZYX"})
+    assert_one_error(run(tmp_path / "A2.ome.tif", "--out", out, "--channels", "Hoechst,Cy3,GFP"), "A2.ome.tif", "has 2 channel(s)")
+    assert_one_error(run(tmp_path / "A2.ome.tif", "--out", out, "--voxel-size", "0", "1", "1"), "command line", "voxel_size")
+    assert not out.exists()
+
+
+def test_corrupt_pixels_found_at_read_time(tmp_path, rng):
+    data = rng.integers(0, 65535, size=(3, 2, 4, 16, 16), dtype=np.uint16)
+    path = tmp_path / "B3.ome.tif"
+    tifffile.imwrite(path, data, metadata={"axes": "TCZYX"}, compression="zlib")
+    _corrupt_last_page(path)
+    out = tmp_path / "o.zarr"
+    assert_one_error(run(path, "--out", out, "-w", "2"), "B3.ome.tif", "cannot read time point 2")
+    assert no_complete_store(out)
+    assert not Plate.open(str(out)).field("B3").done()[2].any()
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed command, as a user runs it: exit status 1 and one error line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from pipeline.cli.main import main; main()", "convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no such file or folder"
