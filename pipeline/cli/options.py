@@ -17,6 +17,7 @@ def config_option(model: type, default: str | None = None) -> Callable:
     """
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None):
+        ctx.meta["config_source"] = str(value) if value is not None else "<defaults>"
         return load_config(model, value)
 
     return click.option(
@@ -80,6 +81,12 @@ def apply_cluster_overrides(config: Any, workers: int | None, scheduler: str | N
     if scheduler is not None:
         cluster = cluster.model_copy(update={"kind": "address", "address": scheduler})
     return config.model_copy(update={"cluster": cluster})
+
+
+def config_source() -> str:
+    """The ``-c`` file of the running command (``"<defaults>"`` without one), for error messages."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("config_source", "<defaults>") if ctx is not None else "<defaults>"
 
 
 def progress_disabled() -> bool:

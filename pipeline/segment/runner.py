@@ -1,0 +1,173 @@
+"""Segment every time point of every field on a Dask cluster into ``labels/<output>``.
+
+One task per ``(field, t)``: the worker builds the backend once (cached per process),
+reads the channel's volume from Zarr, segments it, writes the labels straight to the
+store (read back, marked done) and returns the number of nuclei. Time points already
+done are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.config.segment import SegmentConfig
+from pipeline.errors import ConfigError, StoreError
+from pipeline.io.location import Location
+from pipeline.io.ngff import ImageMeta
+from pipeline.io.plate import Plate
+from pipeline.io.volumes import read_volume, write_volume
+from pipeline.preprocess.runner import select_fields
+from pipeline.provenance import provenance
+from pipeline.segment.backends import get_segmenter
+
+LOG = logging.getLogger(__name__)
+
+STAGE = "segment"
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """One time point of one field."""
+
+    field: str
+    src: str
+    dst: str
+    t: int
+    c: int
+    voxel_size: tuple[float, float, float]
+
+
+def limit_threads(n: int) -> None:
+    """Give torch the worker's thread budget (Dask runs one task per thread)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def segment_task(task: SegmentTask, location: Location, config_json: str, threads: int) -> dict[str, Any]:
+    """Worker side: read, segment, write and verify one volume; return a small summary."""
+    limit_threads(threads)
+    config = SegmentConfig.model_validate_json(config_json)
+    segmenter = get_segmenter(config)
+    volume = read_volume(location, task.src, task.t, task.c)
+    start = time.perf_counter()
+    labels = segmenter.predict(volume, voxel_size=task.voxel_size, source=f"{location.url} field {task.field} t={task.t}")
+    seconds = time.perf_counter() - start
+    info = write_volume(location, task.dst, task.t, 0, labels)
+    nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if info["max"] > 0 else 0
+    return {"field": task.field, "t": task.t, "nuclei": nuclei, "seconds": seconds}
+
+
+def run_segment(
+    plate: Plate,
+    config: SegmentConfig,
+    *,
+    fields: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: str = "<defaults>",
+    client=None,
+) -> dict[str, Any]:
+    """Segment the selected fields of ``plate`` (opened ``r+``) into ``labels/<config.output>``.
+
+    Parameters
+    ----------
+    plate : Plate
+        The store.
+    config : SegmentConfig
+        Backend, model, input image and channel, cluster.
+    fields : sequence of str, optional
+        Fields (``"B10/0"``); all when omitted.
+    overwrite : bool
+        Recompute time points already done.
+    progress : bool
+        Show a progress bar.
+    source : str
+        Config file name for error messages.
+    client : distributed.Client, optional
+        Use this client instead of opening ``config.cluster``.
+
+    Returns
+    -------
+    dict
+        ``{"fields", "volumes", "skipped", "nuclei", "seconds"}``.
+
+    Raises
+    ------
+    StoreError, ConfigError, InputError
+        Before any work starts, when the input image, channel or model does not fit.
+    """
+    segmenter = get_segmenter(config)  # fails early on a missing or bad model
+    plans = []
+    for fld in select_fields(plate, fields):
+        if not fld.has_image(config.input) or not fld.is_complete(config.input):
+            raise StoreError(f"{plate.location.url}: field {fld} has no complete '{config.input}' image; run the stage that writes it first")
+        meta = fld.meta(config.input)
+        if config.channel not in meta.channels:
+            raise ConfigError(f"{source}: key 'channel': field {fld} has no channel {config.channel!r} (channels: {', '.join(meta.channels)})")
+        segmenter.check(voxel_size=meta.voxel_size, channels=[config.channel], source=f"{plate.location.url} field {fld}")
+        plans.append((fld, meta))
+
+    tasks: list[SegmentTask] = []
+    skipped = 0
+    for fld, meta in plans:
+        shape = fld.image(config.input).shape
+        label_meta = ImageMeta(channels=(config.output,), voxel_size=meta.voxel_size, time_step=meta.time_step)
+        fld.create_labels(
+            config.output,
+            (shape[0], 1, *shape[2:]),
+            label_meta,
+            chunk_yx=tuple(fld.image(config.input).chunks[3:]),
+            overwrite=overwrite,
+            attrs={"stage": STAGE, "source": config.input, "channel": config.channel, **segmenter.describe()},
+        )
+        done = fld.done(config.output, label=True)
+        c = meta.channels.index(config.channel)
+        for t in range(shape[0]):
+            if done[t, 0]:
+                skipped += 1
+                continue
+            tasks.append(SegmentTask(str(fld), fld.array_path(config.input), f"{fld.label_path(config.output)}/0", t, c, tuple(meta.voxel_size)))
+    if skipped:
+        LOG.info("%d time point(s) already segmented: skipped", skipped)
+
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if tasks:
+        from pipeline.runner import run_tasks
+
+        config_json = config.model_dump_json()
+        threads = config.cluster.threads_per_worker
+
+        def dispatch(c):
+            return run_tasks(c, segment_task, tasks, desc=STAGE, progress=progress, location=plate.location, config_json=config_json, threads=threads)
+
+        if client is not None:
+            results = dispatch(client)
+        else:
+            from pipeline.cluster import open_client
+
+            with open_client(config.cluster, in_process=plate.location.in_memory) as own:
+                results = dispatch(own)
+    seconds = time.perf_counter() - start
+
+    record = provenance(STAGE, config, fields=[str(f) for f, _ in plans], **{"segmenter": segmenter.describe()["model"]})
+    for fld, _ in plans:
+        if not fld.is_complete(config.output, label=True):
+            fld.mark_complete(config.output, label=True, provenance=record)
+    plate.record(STAGE, record)
+    summary = {
+        "fields": [str(f) for f, _ in plans],
+        "volumes": len(results),
+        "skipped": skipped,
+        "nuclei": int(sum(r["nuclei"] for r in results)),
+        "seconds": seconds,
+    }
+    LOG.info("segmented %d volume(s) in %.1f s (%d skipped), %d nuclei", summary["volumes"], seconds, skipped, summary["nuclei"])
+    return summary
