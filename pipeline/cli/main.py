@@ -21,6 +21,7 @@ LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
     "info": "pipeline.cli.info:info",
+    "segment": "pipeline.cli.segment:segment",
     "convert": "pipeline.cli.convert:convert",
     "groundtruth": "pipeline.cli.groundtruth:groundtruth",
     "export-corrections": "pipeline.cli.groundtruth:export_corrections",
