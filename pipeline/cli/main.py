@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -64,6 +65,9 @@ def setup_logging(verbosity: int) -> None:
     """Configure the root handler (only the CLI does this; library code only logs)."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    # distributed configures its own loggers from dask's config when it is imported (after this)
+    if verbosity < 2:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for noisy in ("distributed", "asyncio", "fsspec", "numcodecs", "matplotlib", "PIL", "tifffile", "numba", "urllib3", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
