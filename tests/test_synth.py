@@ -330,3 +330,15 @@ def test_spheroid_outside_the_stack_is_a_config_error():
 
     with pytest.raises(ConfigError, match="spheroid_bottom_um"):
         generate(SynthConfig(shape=(8, 64, 64), spheroid_bottom_um=500.0))
+
+
+def test_population_stays_bounded_when_the_region_is_full():
+    cfg = SynthConfig(shape=(6, 48, 48), n_timepoints=14, phases={"early_g1": 0.4, "g1": 0.4, "g1_s": 0.4, "s_g2_m": 0.4}, seed=2)
+    res = generate(cfg)
+    counts = res.table.groupby("t").size()
+    sph, n0 = packing.initial_geometry(cfg)
+    assert counts.iloc[3] > 1.5 * counts.iloc[0]  # it grows first ...
+    full = packing.Spheroid(center=sph.center, radii=(1e4, 1e4, 1e4))
+    assert counts.iloc[-1] <= packing.capacity(cfg, full)  # ... then contact inhibition stops it
+    assert counts.iloc[-4:].max() < 1.1 * counts.iloc[-4:].min()
+    assert (res.table[res.table["t"] == 13]["phase"] == "G1").mean() > 0.9

@@ -31,6 +31,8 @@ Cell cycle (:mod:`pipeline.synth.population`).
     Cells deeper than ``arrest_depth_um`` below the spheroid surface are
     quiescent: they stop in late G1 (bright red), so a cycling rim surrounds an
     arrested core, as FUCCI spheroids show (Browning et al., eLife 2021).
+    Once nuclei fill half of the simulated region (the spheroid outgrew the
+    field), contact inhibition holds every cell in G1, which bounds the population.
     At the end of S/G2/M a nucleus divides: the mother's track ends and two
     early-G1 daughters (new track ids, ``parent_track_id`` set) appear side by
     side at its place, each half its volume. The last 8 % of S/G2/M is mitosis:

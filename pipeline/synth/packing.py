@@ -51,6 +51,16 @@ def stack_box(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
     return -voxel / 2.0 - margin, (shape - 0.5) * voxel + margin
 
 
+MAX_PACKING = 0.5
+"""Nuclear volume fraction at which the simulated region counts as full (contact inhibition)."""
+
+
+def capacity(config: SynthConfig, spheroid: Spheroid) -> int:
+    """How many nuclei fit in the simulated region of ``spheroid`` at :data:`MAX_PACKING`."""
+    lo, hi = stack_box(config)
+    return int(_region_volume(spheroid, lo, hi) * max(MAX_PACKING, config.packing) / mean_nucleus_volume(config))
+
+
 def _region_volume(spheroid: Spheroid, lo: np.ndarray, hi: np.ndarray, n: int = 48) -> float:
     """Volume (um^3) of the spheroid inside the box ``[lo, hi]`` (midpoint rule on an n^3 grid)."""
     c, r = np.asarray(spheroid.center), np.asarray(spheroid.radii)

@@ -195,11 +195,19 @@ def settle_core(cells: Cells, spheroid: Spheroid) -> None:
 
 
 def advance(
-    cells: Cells, config: SynthConfig, rng: np.random.Generator, next_track: int, spheroid: Spheroid | None = None
+    cells: Cells,
+    config: SynthConfig,
+    rng: np.random.Generator,
+    next_track: int,
+    spheroid: Spheroid | None = None,
+    *,
+    crowded: bool = False,
 ) -> tuple[Cells, int, int]:
-    """One time step: cycle progression, divisions and motion (overlaps are left to :func:`pipeline.synth.packing.relax`).
+    """One time step: cycle progression, divisions and motion (overlaps are left to
+    :func:`pipeline.synth.packing.relax`).
 
-    With ``spheroid``, cells of its quiescent core (:func:`quiescent`) do not leave G1.
+    With ``spheroid``, cells of its quiescent core (:func:`quiescent`) do not leave G1;
+    with ``crowded`` (the region is full: contact inhibition) no cell leaves G1.
 
     Returns
     -------
@@ -213,6 +221,8 @@ def advance(
     cells = replace(cells, age=cells.age + 1.0, phase=cells.phase.copy())
     divide = np.zeros(len(cells), dtype=bool)
     core = quiescent(cells, spheroid) if spheroid is not None else np.zeros(len(cells), dtype=bool)
+    if crowded:
+        core[:] = True
     for _ in range(8):  # a fast cycle may cross several phases in one step
         idx = np.arange(len(cells))
         over = (~divide) & (cells.age >= cells.durations[idx, np.minimum(cells.phase, 3)])

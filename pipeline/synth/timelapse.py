@@ -141,7 +141,9 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     for t in tqdm(range(T), desc=f"synth {well}", unit="tp", disable=not progress, leave=False):
         spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
         if t > 0:
-            cells, next_track, n_div = pop.advance(cells, config, rng_cells, next_track, spheroid)
+            cells, next_track, n_div = pop.advance(
+                cells, config, rng_cells, next_track, spheroid, crowded=len(cells) >= packing.capacity(config, spheroid)
+            )
             population += n_div
             spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
             cells.pos = packing.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid, box, config.contact, STEP_RELAX)
