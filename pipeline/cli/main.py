@@ -22,6 +22,7 @@ LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
     "info": "pipeline.cli.info:info",
+    "demo": "pipeline.cli.demo:demo",
     "segment": "pipeline.cli.segment:segment",
     "convert": "pipeline.cli.convert:convert",
     "groundtruth": "pipeline.cli.groundtruth:groundtruth",
