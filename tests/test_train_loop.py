@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -77,20 +78,28 @@ def test_loss_goes_down(trainset, tmp_path):
     assert result.best["f1_nucleus"] > 0.5 and result.best["match_f1"] > 0.5
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(trainset, tmp_path):
-    full = train(tiny_config(trainset, tmp_path / "full"), progress=False)
+@pytest.fixture(scope="module")
+def uninterrupted(trainset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    train(tiny_config(trainset, out, log_every=2), progress=False)
+    return out
 
+
+@pytest.mark.parametrize("at", [3, 4], ids=["before-validation", "between-validations"])
+def test_resume_after_interrupt_equals_uninterrupted_run(trainset, uninterrupted, tmp_path, at):
     def interrupt(step, record):
-        if step == 4:
+        if step == at:
             os.kill(os.getpid(), signal.SIGUSR1)
 
-    part = train(tiny_config(trainset, tmp_path / "part"), progress=False, on_step=interrupt)
-    assert part.interrupted and part.step == 4
-    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["loop"]["step"] == 4
-    resumed = train(tiny_config(trainset, tmp_path / "part"), progress=False)
-    assert not resumed.interrupted and resumed.step == full.step == 6
+    part = train(tiny_config(trainset, tmp_path / "part", log_every=2), progress=False, on_step=interrupt)
+    assert part.interrupted and part.step == at
+    ckpt = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    # interrupted during step 3, its validation is left for the resumed run
+    assert ckpt["loop"]["step"] == at and ckpt["loop"]["validated_step"] == (None if at == 3 else 3)
+    resumed = train(tiny_config(trainset, tmp_path / "part", log_every=2), progress=False)
+    assert not resumed.interrupted and resumed.step == 6
 
-    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    a = load_checkpoint(uninterrupted / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -158,3 +167,28 @@ def test_lr_schedule():
     assert lr_factor(100, cos, 100) == pytest.approx(0.01)
     step = OptimConfig(schedule="step", step_every=5, step_gamma=0.5)
     assert [lr_factor(s, step, 100) for s in (0, 4, 5, 12)] == [1, 1, 0.5, 0.25]
+
+
+def test_cli_train(trainset, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import cli
+
+    cfg = tiny_config(trainset, tmp_path / "ignored").model_dump(mode="json")
+    cfg.pop("trainset")
+    path = tmp_path / "train.yaml"
+    path.write_text("# model: pipeline.config.train:TrainConfig\n" + yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    args = ["-q", "train", "-c", str(path), "--trainset", str(trainset), "--out", str(out), "--max-steps", "3", "--device", "cpu"]
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    assert "trained 3 steps" in result.output and (out / "model" / "model.json").is_file()
+    card = json.loads((out / "model" / "model.json").read_text())
+    assert card["training"]["steps"] == 3 and "--max-steps 3" in card["command"]
+    # errors are one line naming the problem
+    result = CliRunner().invoke(cli, ["train", "-c", str(path), "--out", str(out)], obj={})
+    assert result.exit_code == 1 and "error: trainset: no training set given" in result.output
+    path.write_text("max_step: 3\n")
+    result = CliRunner().invoke(cli, ["train", "-c", str(path)], obj={})
+    assert result.exit_code != 0 and "max_step" in result.output and "unknown key" in result.output

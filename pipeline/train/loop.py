@@ -162,7 +162,8 @@ def train(
     progress : bool
         Show a tqdm bar.
     on_step : callable, optional
-        Called as ``on_step(step, record)`` after every step (tests, monitoring).
+        Called as ``on_step(step, record)`` after every optimisation step, before that step's
+        validation (tests, monitoring); ``record`` holds the step's loss and loss terms.
 
     Returns
     -------
@@ -176,6 +177,19 @@ def train(
     InputError
         An unusable training set (no train items, voxel sizes that disagree).
     """
+    with _StopOnSignal() as stop:
+        return _run(config, stop, resume=resume, progress=progress, on_step=on_step)
+
+
+def _run(
+    config: TrainConfig,
+    stop: _StopOnSignal,
+    *,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[int, dict[str, Any]], None] | None,
+) -> TrainResult:
+    """The body of :func:`train`; signals set ``stop.received`` from the start on."""
     if not config.trainset:
         raise ConfigError("trainset: no training set given (set 'trainset' in the config or pass --trainset)")
     out = Path(config.out)
@@ -210,7 +224,10 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     sampler = PatchSampler(train_vols, patch, config.sampling.foreground_fraction, config.sampling.edge_fraction)
 
-    state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": None, "best": {}, "bad_validations": 0, "elapsed": 0.0, "history": []}
+    state: dict[str, Any] = {
+        "step": 0, "best_value": None, "best_step": None, "best": {}, "bad_validations": 0, "elapsed": 0.0,
+        "history": [], "running": [], "validated_step": None,
+    }
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -253,70 +270,82 @@ def train(
     def write_model() -> None:
         save_model(model, make_card(config, voxel_size, summary, state, device), out / MODEL_DIR)
 
+    def is_validation_step(step: int) -> bool:
+        return step % config.validation.every == 0 or step == config.max_steps
+
+    def run_validation(step: int) -> dict[str, Any]:
+        metrics = validate(
+            model, val_vols, tile=tile, overlap=config.validation.overlap, device=device, labeling=config.labeling,
+            voxel_size=voxel_size, match_threshold=config.validation.match_threshold, loss=loss_fn,
+        )
+        model.train()
+        state["validated_step"] = step
+        state["history"].append({"kind": "val", "step": step, **metrics, "time_s": round(state["elapsed"], 2)})
+        board.log("val", metrics, step)
+        value = metrics[metric]
+        best = state["best_value"]
+        if best is None or (value > best if higher_is_better(metric) else value < best):
+            state.update(best_value=float(value), best_step=step, best=metrics, bad_validations=0)
+            write_model()
+            LOG.info("step %d: %s %.4f (best so far)", step, metric, value)
+        else:
+            state["bad_validations"] += 1
+            LOG.info("step %d: %s %.4f (best %.4f at step %d)", step, metric, value, best, state["best_step"])
+        return metrics
+
     interrupted = stopped_early = False
     started = time.perf_counter()
     elapsed0 = state["elapsed"]
-    running: list[float] = []
+    running: list[float] = state.setdefault("running", [])
     model.train()
+    step = state["step"]
+    if val_vols and step and is_validation_step(step) and state.get("validated_step") != step and stop.received is None:
+        run_validation(step)  # the run was interrupted just before this validation
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
-    with _StopOnSignal() as stop:
-        while state["step"] < config.max_steps:
-            images, targets = _batch(sampler, rng, config)
-            images, targets = images.to(device), targets.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(images)
-            loss, parts = loss_fn(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise InputError(f"{trainset.root}: the loss became {float(loss)} at step {state['step'] + 1}; lower optim.lr")
-            scaler.scale(loss).backward()
-            if config.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            state["step"] += 1
-            step = state["step"]
-            running.append(float(loss.detach()))
-            record = {"loss": running[-1], **parts}
-            state["elapsed"] = elapsed0 + time.perf_counter() - started
-            if step % config.log_every == 0 or step == config.max_steps:
-                row = {"kind": "train", "step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0], "time_s": round(state["elapsed"], 2)}
-                state["history"].append(row)
-                board.log("train", row, step)
-                running = []
-            if val_vols and (step % config.validation.every == 0 or step == config.max_steps) and stop.received is None:
-                metrics = validate(
-                    model, val_vols, tile=tile, overlap=config.validation.overlap, device=device, labeling=config.labeling,
-                    voxel_size=voxel_size, match_threshold=config.validation.match_threshold, loss=loss_fn,
-                )
-                model.train()
-                row = {"kind": "val", "step": step, **metrics, "time_s": round(state["elapsed"], 2)}
-                state["history"].append(row)
-                board.log("val", metrics, step)
-                record["val"] = metrics
-                value = metrics[metric]
-                better = state["best_value"] is None or (value > state["best_value"] if higher_is_better(metric) else value < state["best_value"])
-                if better:
-                    state.update(best_value=float(value), best_step=step, best=metrics, bad_validations=0)
-                    write_model()
-                    LOG.info("step %d: %s %.4f (best so far)", step, metric, value)
-                else:
-                    state["bad_validations"] += 1
-                    LOG.info("step %d: %s %.4f (best %.4f at step %d)", step, metric, value, state["best_value"], state["best_step"])
-                    if config.validation.patience and state["bad_validations"] >= config.validation.patience:
-                        stopped_early = True
-            bar.update(1)
-            bar.set_postfix(loss=f"{running[-1] if running else record['loss']:.4f}")
-            if on_step is not None:
-                on_step(step, record)
-            if stop.received is not None:
-                interrupted = True
-            if interrupted or stopped_early or step % config.checkpoint_every == 0 or step == config.max_steps:
-                checkpoint()
-            if interrupted or stopped_early:
-                break
+    while state["step"] < config.max_steps:
+        if stop.received is not None:  # a signal before the first step
+            interrupted = True
+            checkpoint()
+            break
+        images, targets = _batch(sampler, rng, config)
+        images, targets = images.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(images)
+        loss, parts = loss_fn(logits.float(), targets)
+        if not torch.isfinite(loss):
+            raise InputError(f"{trainset.root}: the loss became {float(loss)} at step {state['step'] + 1}; lower optim.lr")
+        scaler.scale(loss).backward()
+        if config.optim.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        state["step"] += 1
+        step = state["step"]
+        running.append(float(loss.detach()))
+        record = {"loss": running[-1], **parts}
+        state["elapsed"] = elapsed0 + time.perf_counter() - started
+        if step % config.log_every == 0 or step == config.max_steps:
+            row = {"kind": "train", "step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0], "time_s": round(state["elapsed"], 2)}
+            state["history"].append(row)
+            board.log("train", row, step)
+            running.clear()
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if on_step is not None:
+            on_step(step, record)
+        if val_vols and is_validation_step(step) and stop.received is None:
+            run_validation(step)
+            if config.validation.patience and state["bad_validations"] >= config.validation.patience:
+                stopped_early = True
+        if stop.received is not None:
+            interrupted = True
+        if interrupted or stopped_early or step % config.checkpoint_every == 0 or step == config.max_steps:
+            checkpoint()
+        if interrupted or stopped_early:
+            break
     bar.close()
     board.close()
 

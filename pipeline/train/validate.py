@@ -10,6 +10,7 @@ import torch
 
 from pipeline.config.train import LabelingConfig
 from pipeline.evaluate import matching, pool
+from pipeline.evaluate.pixel import confusion_matrix, metrics_from_confusion
 from pipeline.segment.instances import label_nuclei
 from pipeline.segment.unet.predict import predict_volume
 from pipeline.train.data import Volume
@@ -36,34 +37,17 @@ def higher_is_better(metric: str) -> bool:
     return metric != "loss"
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
-    """Confusion matrix ``[true, predicted]`` (int64) of two integer class maps."""
-    idx = target.astype(np.int64).ravel() * n_classes + pred.astype(np.int64).ravel()
-    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def class_metrics(conf: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[str, float]:
-    """Per-class precision, recall, F1 (Dice) and IoU (thesis Eqs. 2-5) from a confusion matrix.
+    """Flat per-class ``precision_/recall_/f1_/iou_<class>`` (thesis Eqs. 2-5) and ``mean_f1``.
 
-    A class absent from both truth and prediction scores 1 (nothing to get wrong).
-    ``mean_f1`` is the mean F1 of the classes other than background (edge and nucleus,
-    what the thesis tracked).
+    Computed by :func:`pipeline.evaluate.pixel.metrics_from_confusion` (a class absent
+    from truth and prediction scores 0). ``mean_f1`` is the mean F1 of the classes other
+    than background (edge and nucleus, what the thesis tracked).
     """
-    out: dict[str, float] = {}
-    tp = np.diag(conf).astype(float)
-    fp = conf.sum(0) - tp
-    fn = conf.sum(1) - tp
-    for i, name in enumerate(classes):
-        out[f"precision_{name}"] = _ratio(tp[i], tp[i] + fp[i])
-        out[f"recall_{name}"] = _ratio(tp[i], tp[i] + fn[i])
-        out[f"f1_{name}"] = _ratio(2 * tp[i], 2 * tp[i] + fp[i] + fn[i])
-        out[f"iou_{name}"] = _ratio(tp[i], tp[i] + fp[i] + fn[i])
+    per_class = metrics_from_confusion(conf, classes)
+    out = {f"{key}_{name}": float(per_class[name][key]) for name in classes for key in PIXEL_KEYS}
     out["mean_f1"] = float(np.mean([out[f"f1_{c}"] for c in classes[1:]]))
     return out
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else 1.0
 
 
 def validate(
@@ -113,7 +97,7 @@ def validate(
         image = vol.image[:, :z, :y, :x]
         target = vol.semantic[:z, :y, :x]
         probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
-        conf += confusion(np.argmax(probs, 0), target, len(CLASSES))
+        conf += confusion_matrix(target, np.argmax(probs, 0), len(CLASSES))
         labels = label_nuclei(
             probs,
             seed_threshold=labeling.seed_threshold,

@@ -1,0 +1,52 @@
+"""Validation metrics: per-class pixel scores and instance matching of whole-volume predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from pipeline.config.train import LabelingConfig
+from pipeline.train.data import Volume
+from pipeline.train.validate import class_metrics, metric_names, validate
+
+
+class Oracle(torch.nn.Module):
+    """Reads the class off the input (image = semantic map): a perfect 'network'."""
+
+    def forward(self, x):
+        classes = torch.arange(3, dtype=x.dtype).view(1, 3, 1, 1, 1)
+        return -50.0 * (x - classes) ** 2
+
+
+def volume_with_nuclei(shift: int = 0) -> Volume:
+    inst = np.zeros((6, 40, 40), np.uint32)
+    inst[1:5, 5:15, 5:15] = 1
+    inst[1:5, 22:32, 20:30] = 2
+    sem = np.where(inst > 0, 2, 0).astype(np.uint8)
+    sem[ndi.binary_dilation(inst > 0) & (inst == 0)] = 1
+    image = np.roll(sem, shift, axis=2).astype(np.float32)[None]
+    return Volume("v", image, sem, inst, sem.shape, (5.0, 1.24, 1.24), "synthetic", "val", "Hoechst")
+
+
+def test_class_metrics_by_hand():
+    # truth rows, predicted columns: 6 background right, 2 edge predicted as background, ...
+    conf = np.array([[6, 1, 0], [2, 2, 0], [0, 1, 4]])
+    m = class_metrics(conf)
+    assert m["precision_edge"] == pytest.approx(2 / 4) and m["recall_edge"] == pytest.approx(2 / 4)
+    assert m["f1_nucleus"] == pytest.approx(8 / 9) and m["iou_nucleus"] == pytest.approx(4 / 5)
+    assert m["mean_f1"] == pytest.approx((0.5 + 8 / 9) / 2)
+    assert set(m) | {"loss"} | {k for k in metric_names() if k.startswith("match_")} == set(metric_names())
+
+
+def test_validate_perfect_and_shifted():
+    labeling = LabelingConfig(min_size=5, erode_xy=0, include_edge=False)
+    perfect = validate(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling)
+    assert perfect["f1_edge"] == pytest.approx(1.0) and perfect["f1_nucleus"] == pytest.approx(1.0)
+    assert perfect["match_f1"] == 1.0 and perfect["n_true"] == perfect["n_pred"] == 2
+    shifted = validate(Oracle(), [volume_with_nuclei(shift=3)], tile=(4, 16, 16), labeling=labeling)
+    assert shifted["f1_nucleus"] == pytest.approx(2 * 70 / (2 * 70 + 30 + 30), rel=0.05)  # 7 of 10 columns overlap
+    assert shifted["match_f1"] == 1.0  # IoU 7/13 > 0.5: still matched
+    far = validate(Oracle(), [volume_with_nuclei(shift=6)], tile=(4, 16, 16), labeling=labeling)
+    assert far["match_f1"] == 0.0
