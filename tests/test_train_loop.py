@@ -192,3 +192,25 @@ def test_cli_train(trainset, tmp_path):
     path.write_text("max_step: 3\n")
     result = CliRunner().invoke(cli, ["train", "-c", str(path)], obj={})
     assert result.exit_code != 0 and "max_step" in result.output and "unknown key" in result.output
+
+
+def test_heldout_evaluation(trainset, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import cli
+    from pipeline.segment.unet.card import load_card
+    from pipeline.train.heldout import evaluate_model
+
+    result = train(tiny_config(trainset, tmp_path, max_steps=3), progress=False)
+    scored = evaluate_model(result.model_dir, trainset, split="val")
+    assert scored["items"] == {"synthetic": ["s3"]}
+    # the same numbers as the training run's own validation of that model
+    for key in ("f1_edge", "f1_nucleus", "match_f1"):
+        assert scored["metrics"]["synthetic"][key] == pytest.approx(result.best[key])
+    run = CliRunner().invoke(cli, ["test-model", str(result.model_dir), "--trainset", str(trainset), "--split", "val", "--update-card"], obj={})
+    assert run.exit_code == 0, run.output
+    assert "val synthetic: F1 background" in run.output and "instances F1@0.5" in run.output
+    card = load_card(result.model_dir)
+    assert card.metrics["heldout"]["items"] == {"synthetic": ["s3"]} and "f1_nucleus" in card.metrics["heldout"]["metrics"]["synthetic"]
+    run = CliRunner().invoke(cli, ["test-model", str(result.model_dir), "--trainset", str(trainset)], obj={})
+    assert run.exit_code == 1 and "no 'test' items" in run.output

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "preprocess": "pipeline.cli.preprocess:preprocess",
     "preview": "pipeline.cli.preprocess:preview",
     "train": "pipeline.cli.train:train",
+    "test-model": "pipeline.cli.train:test_model",
 }
 
 

@@ -67,6 +67,33 @@ def train(
     )
 
 
+@click.command("test-model")
+@click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--trainset", required=True, type=click.Path(file_okay=False, path_type=Path), help="Training-set folder with the held-out items.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Split to score.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--update-card", is_flag=True, help="Store the result under metrics.heldout in MODEL/model.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def test_model(model: Path, trainset: Path, split: str, device: str, update_card: bool, as_json: bool) -> None:
+    """Score MODEL on held-out items: per-class F1 and instance F1 at IoU 0.5, per source."""
+    import json
+
+    from pipeline.segment.unet.predict import resolve_device
+    from pipeline.train.heldout import evaluate_model, record_in_card
+
+    result = evaluate_model(model, trainset, split=split, device=resolve_device(device))
+    if update_card:
+        record_in_card(model, result)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for name, m in result["metrics"].items():
+        click.echo(
+            f"{split} {name}: F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; "
+            f"instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)"
+        )
+
+
 def _command_line(config: TrainConfig) -> str:
     """The command as typed (when run as ``spheroid``), else an equivalent one."""
     if Path(sys.argv[0]).name == "spheroid" and len(sys.argv) > 1:
