@@ -57,6 +57,9 @@ def check_block_shape(chain: Sequence, block_shape: Sequence[int], shape: Sequen
 
 
 def _apply_segment(block: np.ndarray, segment: list[tuple[Any, np.ndarray | None]]) -> np.ndarray:
+    from pipeline.preprocess.runner import tune_worker
+
+    tune_worker()
     for step, hist in segment:
         block = ch.run_step(block, step, hist=hist)
     return block
@@ -67,9 +70,9 @@ def _sum_hists(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _write_block(block: np.ndarray, location: Location, array_path: str, t: int, c: int, block_info=None) -> np.ndarray:
-    from pipeline.preprocess.runner import limit_threads
+    from pipeline.preprocess.runner import tune_worker
 
-    limit_threads()
+    tune_worker()
     where = block_info[0]["array-location"]
     region = (t, c) + tuple(slice(a, b) for a, b in where)
     array = location.open_array(array_path, mode="r+")
