@@ -195,6 +195,16 @@ def _run(
     out = Path(config.out)
     trainset = TrainingSet.open(config.trainset)
     patch = config.sampling.patch_size
+    device = resolve_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' asked for, but torch finds no CUDA device (use cpu or auto)")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rng = _seed_everything(config.seed)
+    model = build_model(config.model).to(device)
+    bad = [p for p, d in zip(patch, model.divisor) if p % d]
+    if bad:
+        raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
     train_vols = load_volumes(trainset, "train", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
     val_vols = load_volumes(trainset, "val", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
     if not train_vols:
@@ -209,14 +219,6 @@ def _run(
         LOG.info("edge voxels lie %s the instances: predicted instances %s them", "inside" if inner else "outside", "keep" if inner else "drop")
         config = config.model_copy(update={"labeling": config.labeling.model_copy(update={"include_edge": inner})})
 
-    device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    rng = _seed_everything(config.seed)
-    model = build_model(config.model).to(device)
-    bad = [p for p, d in zip(patch, model.divisor) if p % d]
-    if bad:
-        raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
     loss_fn = CombinedLoss(config.loss, config.model.n_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim, config.max_steps))
@@ -314,7 +316,7 @@ def _run(
             logits = model(images)
         loss, parts = loss_fn(logits.float(), targets)
         if not torch.isfinite(loss):
-            raise InputError(f"{trainset.root}: the loss became {float(loss)} at step {state['step'] + 1}; lower optim.lr")
+            raise ConfigError(f"optim.lr: the loss became {float(loss)} at step {state['step'] + 1}; lower the learning rate")
         scaler.scale(loss).backward()
         if config.optim.grad_clip:
             scaler.unscale_(optimizer)
