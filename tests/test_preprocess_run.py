@@ -136,6 +136,15 @@ def test_without_normalisation_output_stays_uint16(tmp_path, dask_client):
     assert out.max() > 20000  # CLAHE spreads over the 16-bit range: no 8-bit cut
 
 
+def test_workers_are_tuned(dask_client):
+    import cv2
+
+    from pipeline.preprocess.runner import tune_worker
+
+    dask_client.run(tune_worker)
+    assert set(dask_client.run(cv2.getNumThreads).values()) == {1}
+
+
 # -- blocks with a halo -------------------------------------------------------------------------
 BLOCK_CASES = [
     ("thesis chain split in z", default_chain(), (2, 0, 0)),

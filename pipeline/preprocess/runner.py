@@ -14,8 +14,10 @@ chain) is checked by :func:`plan` before any work starts.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,8 +54,6 @@ def tune_worker() -> None:
     Raising both thresholds (``mallopt``) lets such buffers be reused while memory beyond
     :data:`TRIM_THRESHOLD` is still returned. Linux/glibc only; elsewhere a no-op.
     """
-    import os
-
     pid = os.getpid()
     if pid in _TUNED:
         return
@@ -95,7 +95,7 @@ class FieldPlan:
     dtype: np.dtype
     chains: dict[str, list]
     signature: str
-    tasks: list[VolumeTask] = field(default_factory=list)
+    tasks: list[VolumeTask] = dataclass_field(default_factory=list)
     skipped: int = 0
 
 
