@@ -124,3 +124,21 @@ def test_parse_well_rejects_garbage():
 def test_open_missing_store(tmp_path):
     with pytest.raises(StoreError, match="no such store"):
         Plate.open(str(tmp_path / "nope.zarr"))
+
+
+@pytest.mark.parametrize("url", ["local", "memory"])
+def test_tables_round_trip(tmp_path, url):
+    import pandas as pd
+
+    from pipeline.io.tables import list_tables, read_table, write_table
+
+    target = str(tmp_path / "p.zarr") if url == "local" else f"memory://tables-{tmp_path.name}"
+    plate = Plate.create(target)
+    field, _ = _fill(plate, "B10")
+    table = pd.DataFrame({"t": [0, 0, 1], "label": [1, 2, 1], "phase": ["G1", "S/G2/M", "G1"]})
+    url_written = write_table(field, "nuclei", table)
+    assert url_written.endswith("B/10/0/tables/nuclei.parquet")
+    pd.testing.assert_frame_equal(read_table(Plate.open(target).field("B10"), "nuclei"), table)
+    assert list_tables(field) == ["nuclei"]
+    with pytest.raises(StoreError, match="no such table"):
+        read_table(field, "tracks")

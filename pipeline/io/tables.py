@@ -1,0 +1,64 @@
+"""Per-field tables (one row per nucleus, per time point...) stored as Parquet in the plate.
+
+A table lives at ``<field>/tables/<name>.parquet`` (see :meth:`Field.table_url`), beside
+the images and labels it describes, on any fsspec filesystem the store is on. Writes go
+to a temporary key first and are then moved into place, so a reader never sees half a table.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pandas as pd
+
+from pipeline.errors import StoreError
+from pipeline.io.plate import Field
+
+LOG = logging.getLogger(__name__)
+
+
+def _fs_path(field: Field, name: str):
+    fs, _ = field.plate.location.filesystem()
+    url = field.table_url(name)
+    return fs, fs._strip_protocol(url)
+
+
+def write_table(field: Field, name: str, table: pd.DataFrame) -> str:
+    """Write ``table`` as ``tables/<name>.parquet`` of ``field``; returns its URL."""
+    fs, path = _fs_path(field, name)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    with fs.open(tmp, "wb") as fh:
+        table.to_parquet(fh, index=False)
+    fs.mv(tmp, path)
+    LOG.info("wrote table %s (%d rows)", field.table_url(name), len(table))
+    return field.table_url(name)
+
+
+def read_table(field: Field, name: str) -> pd.DataFrame:
+    """Read ``tables/<name>.parquet`` of ``field``.
+
+    Raises
+    ------
+    StoreError
+        If the table does not exist or cannot be read.
+    """
+    fs, path = _fs_path(field, name)
+    if not fs.exists(path):
+        raise StoreError(f"{field.table_url(name)}: no such table")
+    try:
+        with fs.open(path, "rb") as fh:
+            return pd.read_parquet(fh)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+        raise StoreError(f"{field.table_url(name)}: cannot read table ({exc})") from exc
+
+
+def list_tables(field: Field) -> list[str]:
+    """Names of the tables of ``field``."""
+    fs, path = _fs_path(field, "x")
+    folder = path.rsplit("/", 1)[0]
+    if not fs.exists(folder):
+        return []
+    return sorted(p.rsplit("/", 1)[1][: -len(".parquet")] for p in fs.ls(folder, detail=False) if p.endswith(".parquet"))
