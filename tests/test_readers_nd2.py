@@ -163,3 +163,21 @@ def test_interrupted_acquisition_is_refused(fake_nd2):
     path, _ = fake_nd2([time_loop(3, 1000), z_loop(4, level=1)], recorded=7)
     with pytest.raises(InputError, match=r"B10\.nd2: truncated or interrupted acquisition: 7 of 12 frames"):
         reader.open_nd2(path)
+
+
+def test_convert_positions_become_fields(fake_nd2, tmp_path):
+    from pipeline.config.cluster import ClusterConfig
+    from pipeline.config.convert import ConvertConfig
+    from pipeline.convert.run import convert
+    from pipeline.io.plate import Plate
+
+    path, data = fake_nd2([time_loop(2, 600_000), xy_loop(2), z_loop(3)])
+    out = str(tmp_path / "nd2.zarr")
+    config = ConvertConfig(cluster=ClusterConfig(n_workers=1, processes=False))  # the stand-in lives in this process
+    summary = convert([path], out, config, progress=False)
+    assert summary["written"] == 2 * 2 * 3
+    plate = Plate.open(out)
+    assert [str(f) for f in plate.fields()] == ["B10/0", "B10/1"]
+    field = plate.field("B10", 1)
+    np.testing.assert_array_equal(field.image()[:], np.moveaxis(data[:, 1], 2, 1))
+    assert field.meta().time_step == 600.0 and field.meta().channels == ("Hoechst", "Cy3", "GFP")

@@ -18,8 +18,10 @@ later stage would take as finished.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import PurePosixPath
 from typing import Any, Sequence
@@ -109,11 +111,11 @@ def convert(
     LOG.info("%d volume(s) to write, %d already done", written, skipped)
     results: list[dict] = []
     if tasks:
-        kwargs = {"desc": "convert", "progress": progress, "unit": "time point", "location": location, "verify": config.verify}
+        kwargs = {"desc": "convert", "progress": progress, "unit": "time point", "location": location, "verify": config.verify, "codec_threads": config.codec_threads}
         if client is not None:
             results = run_tasks(client, convert_timepoint, tasks, **kwargs)
         else:
-            with open_client(config.cluster, in_process=location.in_memory) as own:
+            with _start_method(config), open_client(config.cluster, in_process=location.in_memory) as own:
                 results = run_tasks(own, convert_timepoint, tasks, **kwargs)
     for field in fields:
         if not field.is_complete("raw"):
@@ -127,6 +129,18 @@ def convert(
         written, nbytes / 1e6, seconds, nbytes / 1e6 / max(seconds, 1e-9), skipped,
     )
     return summary
+
+
+def _start_method(config: ConvertConfig):
+    """Dask's worker start method for this run's local cluster (see ``ConvertConfig.worker_start``)."""
+    import dask
+
+    method = config.worker_start
+    if method == "auto":
+        method = "fork" if sys.platform.startswith("linux") and sys.version_info < (3, 12) else None
+    if method is None or config.cluster.kind != "local":
+        return contextlib.nullcontext()
+    return dask.config.set({"distributed.worker.multiprocessing-method": method})
 
 
 def _tasks_for(plan: FieldPlan, array_path: str, done: np.ndarray, rescale) -> list[TimepointTask]:

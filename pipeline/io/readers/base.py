@@ -101,6 +101,9 @@ class Source:
         if len(self.shape) != 5 or min(self.shape) < 1:
             raise InputError(f"{self.label}: cannot make a t, c, z, y, x image of shape {self.shape}")
 
+    #: Whether reading one channel costs as much as reading all (e.g. ND2 frames hold every channel).
+    channels_together = False
+
     @property
     def n_timepoints(self) -> int:
         return self.shape[0]

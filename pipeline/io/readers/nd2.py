@@ -136,6 +136,7 @@ class ND2Source(Source):
     path: str
     position: int = 0
     layout: ND2Layout
+    channels_together = True
 
     def _read(self, t: int, channels: list[int]) -> np.ndarray:
         _, n_c, z, y, x = self.shape
@@ -206,6 +207,17 @@ def open_nd2(path: str | os.PathLike) -> list[ND2Source]:
 
 _nd2_cache: dict[tuple, tuple[Any, threading.Lock]] = {}
 _nd2_lock = threading.Lock()
+
+
+def _forget_cache() -> None:
+    """In a forked child: drop the parent's handles (their file offsets are shared with it)."""
+    global _nd2_cache, _nd2_lock
+    _nd2_cache = {}
+    _nd2_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_cache)
 
 
 class _open_cached:

@@ -317,6 +317,17 @@ def _open_cached(stamp: FileStamp):
         yield tif
 
 
+def _forget_cache() -> None:
+    """In a forked child: drop the parent's handles (their file offsets are shared with it)."""
+    global _cache, _cache_lock
+    _cache = OrderedDict()
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_cache)
+
+
 def close_cached() -> None:
     """Close every cached file handle of this process."""
     with _cache_lock:
