@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,26 @@ def test_console_script_exit_code(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no such file or folder"
+
+
+@pytest.mark.parametrize("layout", ["files", "ome"])
+def test_converts_synth_exports(tmp_path, layout):
+    """What ``spheroid synth`` writes (the thesis' file naming, or one OME-TIFF per well) converts as is."""
+    from pipeline.cli.main import COMMANDS
+
+    if "synth" not in COMMANDS:
+        pytest.skip("the synth command is not available")
+    made = CliRunner().invoke(cli, ["-q", "synth", str(tmp_path / "syn"), "--timepoints", "2", "--shape", "6", "64", "64", "--wells", "B10", "--layout", layout])
+    assert made.exit_code == 0, made.output
+    raw = tmp_path / "syn" / "raw"
+    target = raw if layout == "files" else raw / "B10.ome.tif"
+    out = tmp_path / "o.zarr"
+    config = Path(__file__).resolve().parents[1] / "configs" / "convert.yaml"
+    result = run(target, "--out", out, "-c", config, "-w", "2")
+    assert result.exit_code == 0, result.output
+    field = Plate.open(str(out)).field("B10")
+    assert field.is_complete() and field.image().shape == (2, 3, 6, 64, 64) and field.image().dtype == np.uint16
+    meta = field.meta()
+    assert meta.channels == ("Hoechst", "Cy3", "GFP") and meta.voxel_size == pytest.approx((5.0, 1.24, 1.24), rel=1e-2)
+    first = tifffile.imread(raw / "B10_T02_GFP.tif") if layout == "files" else tifffile.imread(raw / "B10.ome.tif")[1, 2]
+    np.testing.assert_array_equal(field.image()[1, 2], first)

@@ -35,7 +35,7 @@ LOG = logging.getLogger(__name__)
 @click.option("--channels", default=None, metavar="A,B,C", help="Channel names in store order, e.g. Hoechst,Cy3,GFP.")
 @click.option("--voxel-size", type=float, nargs=3, default=None, metavar="Z Y X", help="Voxel size in um where the files lack it.")
 @click.option("--time-step", type=float, default=None, metavar="S", help="Seconds between time points where the files lack it.")
-@click.option("--well", default=None, help="Well for inputs that do not name one (e.g. B10).")
+@click.option("--well", default=None, help="Well of single files (instead of one guessed from the file name), e.g. B10.")
 @click.option("--to-uint8", is_flag=True, default=None, help="Store 8-bit data (linear rescale, see uint8_range).")
 @workers_option
 @scheduler_option

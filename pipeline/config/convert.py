@@ -43,9 +43,9 @@ class ConvertConfig(StrictModel):
     """Seconds between time points, used only where a file's metadata lacks it
     (thesis data: 1800)."""
     well: str | None = None
-    """Well for inputs that do not name one (a single file, or a pattern without
-    ``{well}``). Unset: taken from the file name (``B10.ome.tif`` -> B10), else the next
-    free well A1, A2, ..."""
+    """Well of single files and of patterns without ``{well}`` (several such inputs become
+    fields 0, 1, ... of it). Unset: from the file name (``B10.ome.tif`` -> B10), else the
+    next free well A1, A2, ... A ``{well}`` in a pattern always wins."""
     to_uint8: bool = False
     """Store 8-bit data (the thesis' NIS-Elements export did this). Off by default:
     16-bit data stay 16-bit. Values are mapped linearly from ``uint8_range`` to 0-255."""
