@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 
 from pipeline.config.train import LabelingConfig
 from pipeline.train.data import Volume
-from pipeline.train.validate import class_metrics, metric_names, validate
+from pipeline.train.validate import class_metrics, metric_names, tune_labeling, validate
 
 
 class Oracle(torch.nn.Module):
@@ -50,3 +50,11 @@ def test_validate_perfect_and_shifted():
     assert shifted["match_f1"] == 1.0  # IoU 7/13 > 0.5: still matched
     far = validate(Oracle(), [volume_with_nuclei(shift=6)], tile=(4, 16, 16), labeling=labeling)
     assert far["match_f1"] == 0.0
+
+
+def test_tune_labeling_keeps_a_perfect_setting_and_reports_all():
+    labeling = LabelingConfig(min_size=5, erode_xy=0, include_edge=False)
+    best, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5, 0.9), foreground_thresholds=(0.5,))
+    assert best == labeling  # the given setting is perfect already and comes first
+    assert [(r["seed_threshold"], r["foreground_threshold"]) for r in rows] == [(0.5, 0.5), (0.9, 0.5)]
+    assert rows[0]["match_f1"] == 1.0 and rows[0]["n_pred"] == 2

@@ -175,6 +175,9 @@ class ValidationConfig(StrictModel):
     """IoU threshold of the instance matching metrics."""
     max_volumes: int | None = Field(None, ge=1)
     """Validate on at most this many val volumes (all when unset)."""
+    tune_labeling: bool = True
+    """After training, choose the labelling thresholds (seed, foreground) with the best instance
+    F1 on the val volumes and store them in the model card."""
 
     @model_validator(mode="after")
     def _known_metric(self) -> "ValidationConfig":

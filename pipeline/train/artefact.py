@@ -76,6 +76,7 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
             "best_step": state["best_step"],
             "best": _plain(state["best"]),
             "final": _plain({k: v for k, v in val_rows[-1].items() if k not in ("kind",)}) if val_rows else {},
+            **({"labeling_tuning": state["labeling_tuning"]} if state.get("labeling_tuning") else {}),
         },
         versions={"spheroid": pipeline.__version__, "torch": torch.__version__},
         command=config.command,

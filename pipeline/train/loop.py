@@ -35,7 +35,7 @@ from pipeline.config.base import save_config
 from pipeline.config.train import OptimConfig, TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.groundtruth.trainset import TrainingSet
-from pipeline.segment.unet.card import build_model, save_model
+from pipeline.segment.unet.card import build_model, load_model, save_model
 from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
@@ -44,7 +44,7 @@ from pipeline.train.data import edges_inside_instances, load_volumes, resolve_vo
 from pipeline.train.losses import CombinedLoss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.sampling import PatchSampler
-from pipeline.train.validate import higher_is_better, validate
+from pipeline.train.validate import higher_is_better, tune_labeling, validate
 
 LOG = logging.getLogger(__name__)
 
@@ -355,6 +355,14 @@ def _run(
         if not val_vols:
             write_model()
         elif (out / MODEL_DIR).exists():
+            if config.validation.tune_labeling:
+                best_model, _ = load_model(out / MODEL_DIR, device=device)
+                tuned, rows = tune_labeling(
+                    best_model, val_vols, tile=tile, overlap=config.validation.overlap, device=device, labeling=config.labeling,
+                    voxel_size=voxel_size, match_threshold=config.validation.match_threshold,
+                )
+                config = config.model_copy(update={"labeling": tuned})
+                state["labeling_tuning"] = rows
             # the final card (time, final metrics) beside the best weights
             write_card(make_card(config, voxel_size, summary, state, device), out / MODEL_DIR)
     write_csv(state["history"], out / "metrics.csv")
