@@ -96,7 +96,7 @@ def test_segment_volume_checks_and_labels(rng):
     card = make_card()
     model = build_model(card.architecture)
     vol = rng.integers(0, 1000, size=(6, 40, 36)).astype(np.uint16)
-    probs, labels = segment_volume(vol, model, card, voxel_size=(5.0, 1.24, 1.24), device="cpu")
+    probs, labels = segment_volume(vol, model, card, voxel_size=np.array([5.0, 1.24, 1.24]), device="cpu")
     assert probs.shape == (3, 6, 40, 36) and labels.shape == (6, 40, 36) and labels.dtype == np.uint32
     with pytest.raises(InputError, match="voxel size"):
         segment_volume(vol, model, card, voxel_size=(1.0, 1.0, 1.0))

@@ -74,7 +74,7 @@ def evaluate_model(
     groups: dict[str, list] = {}
     for vol in usable:
         groups.setdefault(vol.source, []).append(vol)
-    settings = dict(tile=tile or card.tile, overlap=overlap, device=device, labeling=card.labeling, voxel_size=card.voxel_size)
+    settings = dict(tile=card.tile if tile is None else tile, overlap=overlap, device=device, labeling=card.labeling, voxel_size=card.voxel_size)
     metrics = {source: validate(model, vols, **settings) for source, vols in groups.items()}
     if len(groups) > 1:
         metrics["all"] = validate(model, usable, **settings)

@@ -63,7 +63,7 @@ def segment_volume(
     card.check_input(voxel_size=voxel_size, n_channels=data.shape[0], channels=channels, source=source)
     normed = np.stack([card.normalize(c) for c in data])
     probs = predict_volume(
-        model, normed, tile=tile or card.tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
+        model, normed, tile=card.tile if tile is None else tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
     )
     lab = card.labeling
     labels = label_nuclei(
@@ -74,7 +74,7 @@ def segment_volume(
         min_seed_size=lab.min_seed_size,
         min_size=lab.min_size,
         elevation=lab.elevation,
-        voxel_size=voxel_size or card.voxel_size,
+        voxel_size=card.voxel_size if voxel_size is None else voxel_size,
         include_edge=bool(lab.include_edge),
     )
     return probs, labels
