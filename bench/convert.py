@@ -50,6 +50,7 @@ def make_series(folder: Path, timepoints: int, seed: int = 42) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / "series.json"
     params = {"timepoints": timepoints, "shape": SHAPE, "channels": CHANNELS, "seed": seed, "version": 1}
+    params = json.loads(json.dumps(params))  # tuples as JSON gives them back
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return len(CHANNELS) * int(np.prod(SHAPE)) * 2
     for old in folder.glob("*.tif"):

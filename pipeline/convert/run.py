@@ -87,8 +87,8 @@ def convert(
     start = time.perf_counter()
     plans = plan_inputs(inputs, config)
     location = Location(out, storage_options or {})
-    print_ = fingerprint(plans, config)
-    plate = _open_plate(location, print_, overwrite, name=_plate_name(location.url))
+    stamp = fingerprint(plans, config)
+    plate = _open_plate(location, stamp, overwrite, name=_plate_name(location.url))
     tasks: list[TimepointTask] = []
     skipped = 0
     fields = []
@@ -123,7 +123,7 @@ def convert(
     seconds = time.perf_counter() - start
     nbytes = sum(r["nbytes"] for r in results)
     summary = {"store": location.url, "fields": [str(f) for f in fields], "written": written, "skipped": skipped, "nbytes": nbytes, "seconds": seconds}
-    plate.record("convert", provenance("convert", config, inputs=[p.describe() for p in plans], fingerprint=print_, **summary))
+    plate.record("convert", provenance("convert", config, inputs=[p.describe() for p in plans], fingerprint=stamp, **summary))
     LOG.info(
         "converted %d volume(s) (%.1f MB) in %.1f s (%.1f MB/s); %d already done",
         written, nbytes / 1e6, seconds, nbytes / 1e6 / max(seconds, 1e-9), skipped,
@@ -157,7 +157,7 @@ def _plate_name(url: str) -> str:
     return name[: -len(".zarr")] if name.endswith(".zarr") else name or "plate"
 
 
-def _open_plate(location: Location, print_: str, overwrite: bool, *, name: str) -> Plate:
+def _open_plate(location: Location, stamp: str, overwrite: bool, *, name: str) -> Plate:
     """Create, replace or resume the store according to the module's store rule."""
     if not location.exists():
         _refuse_foreign(location)
@@ -170,14 +170,14 @@ def _open_plate(location: Location, print_: str, overwrite: bool, *, name: str) 
         except StoreError:
             raise StoreError(f"{location.url}: exists and is not a plate store; pass --overwrite to replace it") from None
         previous = plate.group.attrs.get("spheroid", {}).get("convert", {}).get("fingerprint")
-        if previous != print_:
+        if previous != stamp:
             raise StoreError(
                 f"{location.url}: store exists and was not made by convert from these inputs and settings; pass --overwrite to replace it"
             )
         LOG.info("%s: resuming a conversion of the same inputs", location.url)
         return plate
     attrs = dict(plate.group.attrs.get("spheroid", {}))
-    attrs["convert"] = {"fingerprint": print_}
+    attrs["convert"] = {"fingerprint": stamp}
     plate.group.attrs["spheroid"] = attrs
     return plate
 

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.io.readers.base import FileStamp, Source, SourceMeta
+from pipeline.io.readers.base import Source, SourceMeta
 from pipeline.io.readers.tiff import AxisLayout, _open_cached, _short, open_tiff
 
 LOG = logging.getLogger(__name__)
