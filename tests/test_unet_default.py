@@ -1,0 +1,44 @@
+"""The shipped default U-Net: it loads safely and segments an unseen synthetic spheroid."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config.synth import SynthConfig
+from pipeline.evaluate import matching
+from pipeline.segment.unet.card import default_model_path, load_default_model
+from pipeline.segment.unet import segment_volume
+from pipeline.synth import generate
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if not (default_model_path() / "model.json").is_file():
+        pytest.fail(f"the default model is missing from {default_model_path()}")
+    return load_default_model(device="cpu")
+
+
+def test_card_describes_the_training(default_model):
+    _, card = default_model
+    assert card.name == "unet-default" and card.channels == ["Hoechst"]
+    assert card.voxel_size == [5.0, 1.24, 1.24]
+    assert card.classes == ["background", "edge", "nucleus"]
+    sources = {item["source"] for item in card.training["items"]}
+    assert "synthetic" in sources and any(s.startswith("real:") for s in sources)
+    assert card.metrics["heldout"]["metrics"]["synthetic"]["match_f1"] > 0
+    assert card.command and "reproduce.sh" in card.command
+
+
+def test_segments_an_unseen_synthetic_spheroid(default_model):
+    model, card = default_model
+    # generator seed 5 and well C3: no training, validation or test item comes from them
+    synth = generate(SynthConfig(shape=(21, 96, 96), n_timepoints=1, seed=5), well="C3")
+    hoechst = synth.images[0, synth.channels.index("Hoechst")]
+    probs, labels = segment_volume(hoechst, model, card, voxel_size=synth.voxel_size, channels=["Hoechst"], device="cpu")
+    truth = synth.labels[0]
+    m = matching(truth, labels, thresh=0.5)
+    assert m.n_pred > 0.5 * m.n_true
+    assert m.f1 > MIN_F1, f"instance F1@0.5 {m.f1:.3f} on an unseen synthetic spheroid"
+
+
+MIN_F1 = 0.3
