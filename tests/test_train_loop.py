@@ -128,7 +128,7 @@ def test_outputs_and_model_card(trainset, tmp_path):
     assert {i["id"]: i["split"] for i in card.training["items"]} == {"s0": "train", "s1": "train", "s2": "train", "s3": "val"}
     assert card.training["steps"] == 6 and card.command == "spheroid train -c x.yaml"
     rows = card.metrics["labeling_tuning"]  # thresholds chosen on the val volume after training
-    assert len(rows) == 9 and card.labeling.include_edge is False  # the fixture's edges lie outside the nuclei
+    assert len(rows) == 16 and card.labeling.include_edge is False  # the fixture's edges lie outside the nuclei
     best = max(rows, key=lambda r: r["match_f1"])
     assert best["match_f1"] == max(r["match_f1"] for r in rows if r["seed_threshold"] == card.labeling.seed_threshold and r["foreground_threshold"] == card.labeling.foreground_threshold)
     table = pd.read_csv(tmp_path / "metrics.csv")

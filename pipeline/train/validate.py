@@ -140,8 +140,8 @@ def tune_labeling(
     device: str | torch.device = "cpu",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     match_threshold: float = 0.5,
-    seed_thresholds: Sequence[float] = (0.35, 0.5, 0.65),
-    foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65),
+    seed_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
+    foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
