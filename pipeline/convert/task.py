@@ -84,11 +84,13 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
 
 _libc = None
 _prepared = False
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
 def _prepare_process(codec_threads: int | None) -> None:
-    """Once per worker process: zarr's thread count and glibc's arenas."""
+    """Once per worker process: zarr's thread count and glibc's allocator."""
     global _prepared
     if _prepared:
         return
@@ -101,11 +103,15 @@ def _prepare_process(codec_threads: int | None) -> None:
 
 
 def _libc_handle():
-    """glibc, set up once per process to keep few malloc arenas (``None`` elsewhere).
+    """glibc, set up once per process for a worker's allocation pattern (``None`` elsewhere).
 
-    zarr compresses chunks in a thread pool; glibc gives each thread its own arena,
-    which keeps freed memory apart and lets a worker's footprint creep up over a long
-    series. Two arenas are plenty for one single-threaded Dask worker.
+    A task allocates and frees buffers of one volume (~11 MB) and its chunks many
+    times. Dask's spawned workers run with ``MALLOC_TRIM_THRESHOLD_=65536``, which
+    makes glibc map and unmap every such buffer: the page faults doubled the CPU
+    time of a conversion. Here large buffers come from the heap (mmap threshold
+    32 MiB, no automatic trim), the heap is trimmed once per task
+    (:func:`release_memory`), and zarr's compression threads share two arenas; a
+    worker's footprint then stays flat over a long series.
     """
     global _libc
     if _libc is None:
@@ -113,6 +119,8 @@ def _libc_handle():
         if sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+                libc.mallopt(M_TRIM_THRESHOLD, 256 * 2**20)
                 libc.mallopt(M_ARENA_MAX, 2)
                 _libc = libc
             except (OSError, AttributeError):
@@ -121,13 +129,7 @@ def _libc_handle():
 
 
 def release_memory() -> None:
-    """Hand freed heap memory back to the system (glibc keeps it otherwise).
-
-    A worker allocates and frees a few tens of MB per time point; without a trim,
-    glibc's growing mmap threshold lets the heap keep them, and a long series would
-    hold more memory than a short one. Spawned Dask workers get this from
-    ``MALLOC_TRIM_THRESHOLD_``; forked ones inherit the parent's allocator settings.
-    """
+    """Hand the heap's free memory back to the system, once per task (see :func:`_libc_handle`)."""
     libc = _libc_handle()
     if libc is not None:
         libc.malloc_trim(0)
