@@ -166,3 +166,20 @@ def test_converts_synth_exports(tmp_path, layout):
     assert meta.channels == ("Hoechst", "Cy3", "GFP") and meta.voxel_size == pytest.approx((5.0, 1.24, 1.24), rel=1e-2)
     first = tifffile.imread(raw / "B10_T02_GFP.tif") if layout == "files" else tifffile.imread(raw / "B10.ome.tif")[1, 2]
     np.testing.assert_array_equal(field.image()[1, 2], first)
+
+
+def test_fresh_process_keeps_dask_config(tmp_path, rng):
+    """Choosing the worker start method must not drop Dask's distributed settings (fresh interpreter)."""
+    write_folder(tmp_path / "raw", rng, times=1)
+    code = (
+        "import sys, dask\n"
+        "from pipeline.config.convert import ConvertConfig\n"
+        "from pipeline.convert.run import convert\n"
+        "convert([sys.argv[1]], sys.argv[2], ConvertConfig(cluster={'n_workers': 1}), progress=False)\n"
+        "assert dask.config.get('distributed.comm.timeouts.connect')\n"
+        "print(dask.config.get('distributed.worker.multiprocessing-method'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "raw"), str(tmp_path / "o.zarr")], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "spawn"
+    assert Plate.open(str(tmp_path / "o.zarr")).field("B10").is_complete()

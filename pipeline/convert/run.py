@@ -115,7 +115,7 @@ def convert(
         if client is not None:
             results = run_tasks(client, convert_timepoint, tasks, **kwargs)
         else:
-            with _start_method(config), open_client(config.cluster, in_process=location.in_memory) as own:
+            with _start_method(config, location.in_memory), open_client(config.cluster, in_process=location.in_memory) as own:
                 results = run_tasks(own, convert_timepoint, tasks, **kwargs)
     for field in fields:
         if not field.is_complete("raw"):
@@ -131,14 +131,15 @@ def convert(
     return summary
 
 
-def _start_method(config: ConvertConfig):
+def _start_method(config: ConvertConfig, in_process: bool):
     """Dask's worker start method for this run's local cluster (see ``ConvertConfig.worker_start``)."""
     import dask
+    import distributed  # noqa: F401 - load its config first: leaving dask.config.set drops keys it added
 
     method = config.worker_start
     if method == "auto":
         method = "fork" if sys.platform.startswith("linux") and sys.version_info < (3, 12) else None
-    if method is None or config.cluster.kind != "local":
+    if method is None or config.cluster.kind != "local" or not config.cluster.processes or in_process:
         return contextlib.nullcontext()
     return dask.config.set({"distributed.worker.multiprocessing-method": method})
 
