@@ -69,6 +69,7 @@ def convert(
         Show a progress bar.
     client : distributed.Client, optional
         Run on this client instead of opening ``config.cluster`` (tests, notebooks).
+        For a ``memory://`` store its workers must be threads of this process.
 
     Returns
     -------

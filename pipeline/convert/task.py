@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
 import sys
 import time
 from dataclasses import dataclass
@@ -90,11 +91,17 @@ M_ARENA_MAX = -8
 
 
 def _prepare_process(codec_threads: int | None) -> None:
-    """Once per worker process: zarr's thread count and glibc's allocator."""
+    """Once per worker process: zarr's thread count and glibc's allocator.
+
+    Only in a worker process of its own: threads of the caller's process (a
+    ``memory://`` store's in-process cluster, a notebook) keep their settings.
+    """
     global _prepared
     if _prepared:
         return
     _prepared = True
+    if multiprocessing.parent_process() is None:
+        return
     if codec_threads is not None:
         import zarr
 
@@ -130,6 +137,6 @@ def _libc_handle():
 
 def release_memory() -> None:
     """Hand the heap's free memory back to the system, once per task (see :func:`_libc_handle`)."""
-    libc = _libc_handle()
+    libc = _libc or None  # set up by _prepare_process in worker processes only
     if libc is not None:
         libc.malloc_trim(0)
