@@ -32,14 +32,12 @@ def test_card_describes_the_training(default_model):
 def test_segments_an_unseen_synthetic_spheroid(default_model):
     model, card = default_model
     # generator seed 5 and well C3: no training, validation or test item comes from them
-    synth = generate(SynthConfig(shape=(21, 96, 96), n_timepoints=1, seed=5), well="C3")
+    synth = generate(SynthConfig(shape=(21, 128, 128), n_timepoints=1, seed=5), well="C3")
     hoechst = synth.images[0, synth.channels.index("Hoechst")]
     probs, labels = segment_volume(hoechst, model, card, voxel_size=synth.voxel_size, channels=["Hoechst"], device="cpu")
     truth = synth.labels[0]
     m = matching(truth, labels, thresh=0.5)
-    # measured for the shipped model: see metrics.heldout in its card; these bounds leave a margin
-    assert m.f1 > MIN_F1, f"instance F1@0.5 {m.f1:.3f} on an unseen synthetic spheroid"
-    assert m.precision > 0.4
-
-
-MIN_F1 = 0.2
+    # the shipped model scores 0.41 here (0.47 on its 256 x 256 held-out spheroids, see
+    # metrics.heldout in its card); the bounds leave a margin for other BLAS builds
+    assert m.f1 > 0.3, f"instance F1@0.5 {m.f1:.3f} on an unseen synthetic spheroid"
+    assert m.precision > 0.45
