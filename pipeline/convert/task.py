@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.convert.scale import rescale_to_uint8
 from pipeline.io.location import Location
 from pipeline.io.readers.base import Source
-from pipeline.io.volumes import write_volume
+from pipeline.convert.chunks import write_volume_chunks
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         for volume, (_, c) in zip(data, group):
             if task.rescale is not None:
                 volume = rescale_to_uint8(volume, *task.rescale)
-            write_volume(location, task.array_path, task.t, c, volume, verify=verify)
+            write_volume_chunks(location, task.array_path, task.t, c, volume, verify=verify)
             nbytes += volume.nbytes
         data = volume = None  # noqa: F841 - free before reading the next channel
     release_memory()

@@ -1,0 +1,76 @@
+"""Hand-encoded chunks: zarr reads them back exactly; bad read-backs are caught; other layouts fall back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+import pipeline.convert.chunks as chunks
+from pipeline.convert.chunks import blosc_of, write_volume_chunks
+from pipeline.errors import StoreError
+from pipeline.io.ngff import ImageMeta
+from pipeline.io.plate import Plate
+
+
+@pytest.fixture
+def field(tmp_path):
+    plate = Plate.create(str(tmp_path / "p.zarr"))
+    field = plate.add_field("A1")
+    return field
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "float32"])
+@pytest.mark.parametrize("level", [1, 5])
+def test_zarr_reads_hand_encoded_chunks(field, rng, dtype, level, monkeypatch):
+    monkeypatch.setattr(chunks, "_checked_once", False)
+    shape = (2, 2, 3, 70, 45)  # y and x not multiples of the chunk: padded edge chunks
+    field.create_image("raw", shape, dtype, ImageMeta(channels=("a", "b")), chunk_yx=(32, 20), compression_level=level)
+    data = (rng.random(shape[2:]) * 200).astype(dtype)
+    out = write_volume_chunks(field.plate.location, field.array_path(), 1, 0, data)
+    assert out["nbytes"] == data.nbytes
+    stored = zarr.open_array(field.plate.location.child(field.array_path()), mode="r")
+    np.testing.assert_array_equal(stored[1, 0], data)
+    assert not stored[0].any() and not stored[1, 1].any()
+    assert field.done().tolist() == [[False, False], [True, False]]
+
+
+def test_safe_casts_and_refusals(field, rng):
+    field.create_image("raw", (1, 1, 2, 16, 16), "uint16", ImageMeta(channels=("a",)))
+    write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.full((2, 16, 16), 7, np.uint8))
+    assert field.image()[0, 0].max() == 7 and field.image().dtype == np.uint16
+    with pytest.raises(StoreError, match="without loss"):
+        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 16), np.float32))
+    with pytest.raises(StoreError, match="shape"):
+        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 15), np.uint16))
+
+
+def test_bad_read_back_is_caught_and_not_marked_done(field, rng, monkeypatch):
+    field.create_image("raw", (1, 1, 2, 16, 16), "uint16", ImageMeta(channels=("a",)))
+    store_type = type(zarr.open_array(field.plate.location.child(field.array_path()), mode="r").store_path.store)
+    original = store_type.set
+
+    async def lossy_set(self, key, value, *args, **kwargs):  # a store that silently drops the last byte
+        if "/c/" in key:
+            value = value[: len(value) - 1]
+        return await original(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(store_type, "set", lossy_set)
+    with pytest.raises(StoreError, match="reads back differently"):
+        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, rng.integers(0, 99, (2, 16, 16), dtype=np.uint16))
+    assert not field.done().any()
+
+
+def test_other_layouts_fall_back_to_write_volume(tmp_path, rng):
+    from pipeline.io.location import Location
+
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    group.create_array("img/0", shape=(1, 1, 2, 8, 8), chunks=(1, 1, 2, 8, 8), dtype="uint16", fill_value=0)  # zarr's default zstd
+    group.create_array("img/done", shape=(1, 1), chunks=(1, 1), dtype="uint8", fill_value=0)
+    array = group["img/0"]
+    assert blosc_of(array) is None
+    data = rng.integers(0, 999, (2, 8, 8), dtype=np.uint16)
+    out = write_volume_chunks(Location(str(tmp_path / "s.zarr")), "img/0", 0, 0, data)
+    assert "mean" in out  # the result of write_volume
+    np.testing.assert_array_equal(group["img/0"][0, 0], data)
+    assert group["img/done"][0, 0] == 1
