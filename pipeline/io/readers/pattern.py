@@ -94,14 +94,16 @@ class PatternSource(Source):
         stamps = {s.path: s for s in self.files}
         for i, c in enumerate(channels):
             path = self.paths[t][c]
+            keys = self.layout.page_indices(0, [0])
             try:
                 with _open_cached(stamps[os.path.abspath(path)]) as tif:
-                    data = tif.asarray(key=self.layout.page_indices(0, [0]), series=0, maxworkers=1)
+                    # decode straight into the output (a stack of z pages, or one page)
+                    target = out[i] if len(keys) > 1 else out[i, 0]
+                    data = tif.asarray(key=keys, series=0, maxworkers=1, out=target)
             except Exception as exc:
                 raise InputError(f"{path}: cannot read ({type(exc).__name__}: {_short(exc)}); truncated or corrupt file?") from exc
             if data.size != z * y * x or data.dtype != self.dtype:
                 raise InputError(f"{path}: holds {data.dtype} {data.shape}, expected {self.dtype} {(z, y, x)}")
-            out[i] = data.reshape(z, y, x)
         return out
 
 
