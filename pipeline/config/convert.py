@@ -58,11 +58,13 @@ class ConvertConfig(StrictModel):
     compression_level: int = Field(5, ge=0, le=9)
     """Blosc-zstd compression level of the store (0 = fastest, 9 = smallest)."""
     verify: bool = True
-    """Read every written volume back and compare before marking it done."""
+    """Read every written chunk back and compare it with what was written (and, once per
+    worker, decode a whole volume through zarr) before marking the volume done."""
     codec_threads: int | None = Field(1, ge=1)
-    """Threads each worker process uses to compress chunks (zarr's ``threading.max_workers``).
-    One suits one single-threaded worker per core: the workers fill the cores and each
-    worker's memory stays flat over a long series. ``null``: zarr's default."""
+    """Threads zarr uses in each worker process (its ``threading.max_workers``) for store
+    I/O and for arrays written through zarr's codec pipeline. One suits one
+    single-threaded worker per core: the workers fill the cores and each worker's
+    memory stays flat over a long series. ``null``: zarr's default."""
     worker_start: Literal["auto", "fork", "forkserver", "spawn"] = "auto"
     """How a local cluster starts its worker processes. ``auto``: ``fork`` on Linux with
     Python < 3.12 (workers inherit the already imported readers and start in about a

@@ -60,7 +60,8 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
     location : Location
         The store.
     verify : bool
-        Read each volume back before marking it done.
+        Read each chunk back before marking its volume done (see
+        :func:`~pipeline.convert.chunks.write_volume_chunks`).
     codec_threads : int, optional
         zarr's compression threads in this process (set once, before zarr's first
         use here); ``None`` leaves zarr's default.
