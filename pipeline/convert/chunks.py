@@ -16,6 +16,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,11 +55,7 @@ def write_volume_chunks(location: Location, array_path: str, t: int, c: int, vol
             raise StoreError(f"{where}: cannot store {volume.dtype} data in a {array.dtype} array without loss")
         volume = volume.astype(array.dtype)
     volume = volume.astype(array.dtype.newbyteorder("<"), copy=False)  # the bytes codec is little-endian
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    store, prefix = array.store_path.store, array.store_path.path
-    prototype = default_buffer_prototype()
+    io = ChunkIO(array)
     chunk = array.chunks[2:]
     fill = array.fill_value
     for index in itertools.product(*(range(math.ceil(n / k)) for n, k in zip(volume.shape, chunk))):
@@ -66,19 +65,67 @@ def write_volume_chunks(location: Location, array_path: str, t: int, c: int, vol
             full = np.full(chunk, fill, dtype=volume.dtype)
             full[tuple(slice(0, s) for s in block.shape)] = block
             block = full
-        encoded = codec.encode(np.ascontiguousarray(block))
-        key = f"{prefix}/{array.metadata.encode_chunk_key((t, c, *index))}" if prefix else array.metadata.encode_chunk_key((t, c, *index))
-        sync(store.set(key, prototype.buffer.from_bytes(bytes(encoded))))
-        if verify:
-            stored = sync(store.get(key, prototype=prototype))
-            if stored is None or stored.to_bytes() != bytes(encoded):
-                raise StoreError(f"{where}: chunk {key} of t={t} c={c} reads back differently from what was written")
+        encoded = bytes(codec.encode(np.ascontiguousarray(block)))
+        key = io.key((t, c, *index))
+        io.put(key, encoded)
+        if verify and io.get(key) != encoded:
+            raise StoreError(f"{where}: chunk {key} of t={t} c={c} reads back differently from what was written")
     if verify and not _checked_once:
         if not np.array_equal(array[t, c], volume):
             raise StoreError(f"{where}: t={t} c={c} decodes differently from what was written")
         _checked_once = True
     location.open_array(done_path(array_path), mode="r+")[t, c] = 1
     return {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}
+
+
+class ChunkIO:
+    """Put and get an array's encoded chunks: plain file I/O for a local store, else the zarr store API.
+
+    A local store's chunk files are written like zarr's ``LocalStore`` does (a
+    temporary file renamed into place), without a round trip through zarr's
+    event loop for every chunk.
+    """
+
+    def __init__(self, array):
+        from zarr.storage import LocalStore
+
+        self.array = array
+        self.store = array.store_path.store
+        self.prefix = array.store_path.path
+        self.root = Path(self.store.root) if isinstance(self.store, LocalStore) else None
+
+    def key(self, coords: tuple[int, ...]) -> str:
+        key = self.array.metadata.encode_chunk_key(coords)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.root is None:
+            from zarr.core.buffer import default_buffer_prototype
+            from zarr.core.sync import sync
+
+            sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+            return
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        if self.root is None:
+            from zarr.core.buffer import default_buffer_prototype
+            from zarr.core.sync import sync
+
+            stored = sync(self.store.get(key, prototype=default_buffer_prototype()))
+            return None if stored is None else stored.to_bytes()
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
 
 
 def blosc_of(array) -> Any | None:
