@@ -114,7 +114,8 @@ def naive(src: Path, dst: Path, threads: int | None = None) -> None:
     """
     import tifffile
     import zarr
-    from zarr.codecs import BloscCodec
+
+    from pipeline.io.plate import compressor
 
     if threads is not None:
         zarr.config.set({"threading.max_workers": threads})
@@ -127,7 +128,7 @@ def naive(src: Path, dst: Path, threads: int | None = None) -> None:
         shape=(len(times), len(CHANNELS), *first.shape),
         chunks=(1, 1, first.shape[0], 256, 256),
         dtype=first.dtype,
-        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+        compressors=compressor(),  # the store's own codec and default level
         fill_value=0,
     )
     for t in times:

@@ -67,8 +67,16 @@ def test_ngff_models_validate(tmp_path):
 
     plate = Plate.create(str(tmp_path / "p.zarr"), name="exp")
     _fill(plate, "B10")
-    HCS.from_zarr(zarr.open_group(str(tmp_path / "p.zarr"), mode="r"))
+    from ome_zarr_models.v05.labels import Labels
+
+    plate = Plate.open(str(tmp_path / "p.zarr"), mode="r+")
+    plate.field("B10").create_labels("nuclei", (2, 1, 4, 40, 48), ImageMeta(channels=("nuclei",)), attrs={"stage": "test"})
+    hcs = HCS.from_zarr(zarr.open_group(str(tmp_path / "p.zarr"), mode="r"))
+    assert hcs.attributes.ome.plate.wells[0].path == "B/10"
     Image.from_zarr(zarr.open_group(str(tmp_path / "p.zarr" / "B" / "10" / "0"), mode="r"))
+    Labels.from_zarr(zarr.open_group(str(tmp_path / "p.zarr" / "B" / "10" / "0" / "labels"), mode="r"))
+    label_attrs = zarr.open_group(str(tmp_path / "p.zarr" / "B" / "10" / "0" / "labels" / "nuclei"), mode="r").attrs
+    assert "image-label" in label_attrs["ome"] and label_attrs["spheroid"]["stage"] == "test"
 
 
 def test_existing_store_not_overwritten(tmp_path):

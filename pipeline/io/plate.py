@@ -53,7 +53,12 @@ def parse_well(well: str) -> tuple[str, str]:
     return match.group(1).upper(), str(int(match.group(2)))
 
 
-def compressor(level: int = 5) -> BloscCodec:
+DEFAULT_LEVEL = 3
+"""Default Blosc-zstd level (zstd's own default). On 16-bit confocal stacks with bit-shuffle,
+level 3 compresses within ~2.5% of level 5 at about half the CPU time."""
+
+
+def compressor(level: int = DEFAULT_LEVEL) -> BloscCodec:
     """The store's codec: Blosc with zstd and bit-shuffle (good on 16-bit microscopy)."""
     return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
 
@@ -91,9 +96,7 @@ class Plate:
                 raise StoreError(f"{location.url}: store exists; pass --overwrite to replace it")
             LOG.warning("overwriting existing store %s", location.url)
         group = location.open_group(mode="w")
-        # an empty plate: ome-zarr's writer insists on at least one well
-        plate = {"version": ngff.NGFF_VERSION, "name": name, "rows": [], "columns": [], "wells": [], "field_count": 0}
-        group.attrs["ome"] = {"version": ngff.NGFF_VERSION, "plate": plate}
+        ngff.write_plate(group, name=name, wells=[], field_count=0)
         group.attrs["spheroid"] = {"name": name}
         return cls(location, group)
 
@@ -142,21 +145,16 @@ class Plate:
         """Create (or return) field ``index`` of ``well``, updating plate and well metadata."""
         row, col = parse_well(well)
         wells = self.wells()
-        if (row, col) not in wells:
-            wells.append((row, col))
-            self.group.require_group(f"{row}/{col}")
-            ngff.write_plate(self.group, name=self.name, wells=wells, field_count=0)
-        well_group = self.group[f"{row}/{col}"]
+        well_group = self.group.require_group(f"{row}/{col}")
         fields = [int(i["path"]) for i in well_group.attrs.get("ome", {}).get("well", {}).get("images", [])]
         if int(index) not in fields:
             fields.append(int(index))
             well_group.require_group(str(int(index)))
             ngff.write_well(well_group, fields)
-            plate_ome = dict(self.group.attrs["ome"])
-            plate_meta = dict(plate_ome["plate"])
-            plate_meta["field_count"] = max(plate_meta.get("field_count", 0), len(fields))
-            plate_ome["plate"] = plate_meta
-            self.group.attrs["ome"] = plate_ome
+        plate_meta = self.group.attrs["ome"]["plate"]
+        if (row, col) not in wells or len(fields) > plate_meta.get("field_count", 0):
+            wells = wells if (row, col) in wells else [*wells, (row, col)]
+            ngff.write_plate(self.group, name=self.name, wells=wells, field_count=max(plate_meta.get("field_count", 0), len(fields)))
         return Field(self, row, col, int(index))
 
     # -- provenance -----------------------------------------------------------------
@@ -224,7 +222,7 @@ class Field:
         chunk_yx: tuple[int, int] = (256, 256),
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
-        compression_level: int = 5,
+        compression_level: int = DEFAULT_LEVEL,
     ) -> zarr.Array:
         """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
 
@@ -251,7 +249,7 @@ class Field:
         """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
         return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
 
-    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=5):
+    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 5:
             raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
@@ -284,11 +282,12 @@ class Field:
         )
         group.create_array("done", shape=shape[:2], chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
         if label:
-            ngff.write_labels_metadata(root.require_group(f"{self.path}/labels"), group, meta, name)
+            ome = ngff.label_attrs(meta, name)
+            ngff.register_label(root.require_group(f"{self.path}/labels"), name)
         else:
             window = np.iinfo(dtype).max if np.issubdtype(np.dtype(dtype), np.integer) else 1.0
-            ngff.write_image_metadata(group, meta, name=name, window_max=window)
-        group.attrs["spheroid"] = {"complete": False, **(attrs or {})}
+            ome = ngff.image_attrs(meta, name=name, window_max=window)
+        group.attrs.update({"ome": ome, "spheroid": {"complete": False, **(attrs or {})}})
         return array
 
     def has_image(self, name: str = RAW) -> bool:
