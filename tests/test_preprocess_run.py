@@ -69,7 +69,7 @@ def test_distributed_equals_single_process(tmp_path, dask_client):
     out = field.image("preprocessed")
     assert out.dtype == np.float32 and out.shape == data.shape and out.chunks == field.image().chunks
     codec = out.metadata.codecs[-1]
-    assert codec.cname.value == "zstd" and codec.clevel == config.compression_level == 1
+    assert codec.cname.value == config.compression == "lz4" and codec.clevel == config.compression_level == 1
     np.testing.assert_array_equal(out[:], expected(data, config))
     assert field.is_complete("preprocessed")
     attrs = field.attrs("preprocessed")

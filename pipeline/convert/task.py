@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.convert.scale import rescale_to_uint8
 from pipeline.io.location import Location
 from pipeline.io.readers.base import Source
-from pipeline.convert.chunks import write_volume_chunks
+from pipeline.io.volumes import write_volume
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         The store.
     verify : bool
         Read each chunk back before marking its volume done (see
-        :func:`~pipeline.convert.chunks.write_volume_chunks`).
+        :func:`~pipeline.io.volumes.write_volume`).
     codec_threads : int, optional
         zarr's compression threads in this process (set once, before zarr's first
         use here); ``None`` leaves zarr's default.
@@ -77,7 +77,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         for volume, (_, c) in zip(data, group):
             if task.rescale is not None:
                 volume = rescale_to_uint8(volume, *task.rescale)
-            write_volume_chunks(location, task.array_path, task.t, c, volume, verify=verify)
+            write_volume(location, task.array_path, task.t, c, volume, verify=verify)
             nbytes += volume.nbytes
         data = volume = None  # noqa: F841 - free before reading the next channel
     release_memory()

@@ -58,9 +58,15 @@ DEFAULT_LEVEL = 3
 level 3 compresses within ~2.5% of level 5 at about half the CPU time."""
 
 
-def compressor(level: int = DEFAULT_LEVEL) -> BloscCodec:
-    """The store's codec: Blosc with zstd and bit-shuffle (good on 16-bit microscopy)."""
-    return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
+def compressor(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> BloscCodec:
+    """The store's codec: Blosc with zstd and bit-shuffle (good on 16-bit microscopy).
+
+    ``cname="lz4"`` (byte shuffle) suits float images that hardly compress: it encodes
+    about 4x faster than zstd at a few percent more bytes.
+    """
+    if cname == "lz4":
+        return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
+    return BloscCodec(cname=cname, clevel=level, shuffle="bitshuffle")
 
 
 class Plate:
@@ -223,16 +229,18 @@ class Field:
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
         compression_level: int = DEFAULT_LEVEL,
+        codec: str = "zstd",
     ) -> zarr.Array:
         """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
 
         Chunks hold one ``(t, c)`` volume split in y/x by ``chunk_yx``. An existing image
         with the same shape, dtype and chunks is kept (so an interrupted stage resumes)
         unless ``overwrite`` is set; one that differs raises :class:`StoreError`.
-        ``compression_level`` is the Blosc-zstd level (see :func:`compressor`).
+        ``compression_level`` and ``codec`` (``"zstd"`` or ``"lz4"``) select the Blosc
+        compression (see :func:`compressor`).
         """
         return self._create(
-            self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False, level=compression_level
+            self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False, level=compression_level, codec=codec
         )
 
     def create_labels(
@@ -249,7 +257,7 @@ class Field:
         """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
         return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
 
-    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL):
+    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL, codec="zstd"):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 5:
             raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
@@ -276,7 +284,7 @@ class Field:
             shape=shape,
             chunks=chunks,
             dtype=dtype,
-            compressors=compressor(level),
+            compressors=compressor(level, codec),
             fill_value=0,
             dimension_names=list(ngff.AXES),
         )

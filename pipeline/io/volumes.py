@@ -12,6 +12,7 @@ import logging
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.io.chunks import put_volume_chunks
 from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def write_volume(
         Data of shape ``array.shape[2:]``; cast to the array's dtype only if
         that loses nothing.
     verify : bool
-        Read the written chunks back and compare before marking done.
+        Read the written chunks back and compare before marking done (byte for byte
+        for the store's own Blosc layout, see :mod:`pipeline.io.chunks`; otherwise by
+        decoding the volume again).
 
     Returns
     -------
@@ -74,9 +77,10 @@ def write_volume(
         if not np.can_cast(volume.dtype, array.dtype, casting="safe"):
             raise StoreError(f"{location.child(array_path)}: cannot store {volume.dtype} data in a {array.dtype} array without loss")
         volume = volume.astype(array.dtype)
-    array[t, c] = volume
-    if verify and not np.array_equal(array[t, c], volume):
-        raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
+    if not put_volume_chunks(array, t, c, volume, verify=verify, where=location.child(array_path)):
+        array[t, c] = volume
+        if verify and not np.array_equal(array[t, c], volume):
+            raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
     location.open_array(done_path(array_path), mode="r+")[t, c] = 1
     return {
         "t": int(t),

@@ -294,6 +294,7 @@ def run_preprocess(
             overwrite=overwrite,
             attrs=_image_attrs(fp, config),
             compression_level=config.compression_level,
+            codec=config.compression,
         )
     tasks = [task for fp in plans for task in fp.tasks]
     skipped = sum(fp.skipped for fp in plans)

@@ -1,14 +1,13 @@
-"""Write a volume as ready-compressed chunks, verified byte for byte, then mark it done.
+"""Write a volume as ready-compressed chunks, verified byte for byte.
 
-:func:`pipeline.io.volumes.write_volume` goes through zarr's asynchronous codec
-pipeline and verifies by decoding the volume again. For the store's own layout
-(``bytes`` + ``blosc`` codecs, a regular chunk grid) the worker can do the same
-work more cheaply: compress each chunk itself with the array's Blosc settings,
-put the bytes in the store, read them back and compare. The first volume a
-process writes is also read back through zarr and compared with the data, which
-checks that the hand-encoded chunks decode as zarr expects. Any other layout
-falls back to ``write_volume``. Either way the ``done`` entry is set only after
-the verification.
+Writing through zarr (``array[t, c] = volume``) goes through its asynchronous codec
+pipeline, and verifying it means decoding the volume again. For the store's own
+layout (``bytes`` + ``blosc`` codecs, a regular chunk grid) a worker can do the
+same work more cheaply: compress each chunk itself with the array's Blosc
+settings, put the bytes in the store, read them back and compare. The first volume
+a process writes this way is also read back through zarr and compared with the
+data, which checks that the hand-encoded chunks decode as zarr expects.
+:func:`pipeline.io.volumes.write_volume` uses this path when the layout allows it.
 """
 
 from __future__ import annotations
@@ -24,36 +23,43 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.io.location import Location
-from pipeline.io.volumes import done_path, write_volume
 
 LOG = logging.getLogger(__name__)
 
 _checked_once = False
 
 
-def write_volume_chunks(location: Location, array_path: str, t: int, c: int, volume: np.ndarray, *, verify: bool = True) -> dict[str, Any]:
-    """Write volume ``(t, c)`` chunk by chunk, verify it, then mark it done.
+def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool = True, where: str = "") -> bool:
+    """Encode and store volume ``(t, c)`` of ``array`` chunk by chunk.
 
-    Parameters and result are those of :func:`pipeline.io.volumes.write_volume`.
+    Parameters
+    ----------
+    array : zarr.Array
+        A ``t, c, z, y, x`` array opened for writing.
+    t, c : int
+        Time point and channel.
+    volume : numpy.ndarray
+        Data of shape ``array.shape[2:]`` and dtype ``array.dtype``.
+    verify : bool
+        Read every chunk back and compare its bytes with what was written.
+    where : str
+        The array's URL, for error messages.
+
+    Returns
+    -------
+    bool
+        False (nothing written) when the array's layout is not bytes + Blosc on a
+        regular grid; the caller then writes through zarr.
 
     Raises
     ------
     StoreError
-        On a shape or dtype mismatch, or when a chunk read back differs.
+        When a chunk read back differs from what was written.
     """
     global _checked_once
-    array = location.open_array(array_path, mode="r+")
     codec = blosc_of(array)
     if codec is None:
-        return write_volume(location, array_path, t, c, volume, verify=verify)
-    where = location.child(array_path)
-    if volume.shape != array.shape[2:]:
-        raise StoreError(f"{where}: volume t={t} c={c} has shape {volume.shape}, expected {array.shape[2:]}")
-    if volume.dtype != array.dtype:
-        if not np.can_cast(volume.dtype, array.dtype, casting="safe"):
-            raise StoreError(f"{where}: cannot store {volume.dtype} data in a {array.dtype} array without loss")
-        volume = volume.astype(array.dtype)
+        return False
     volume = volume.astype(array.dtype.newbyteorder("<"), copy=False)  # the bytes codec is little-endian
     io = ChunkIO(array)
     chunk = array.chunks[2:]
@@ -74,8 +80,7 @@ def write_volume_chunks(location: Location, array_path: str, t: int, c: int, vol
         if not np.array_equal(array[t, c], volume):
             raise StoreError(f"{where}: t={t} c={c} decodes differently from what was written")
         _checked_once = True
-    location.open_array(done_path(array_path), mode="r+")[t, c] = 1
-    return {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}
+    return True
 
 
 class ChunkIO:

@@ -1,4 +1,4 @@
-"""Hand-encoded chunks: zarr reads them back exactly; bad read-backs are caught; other layouts fall back."""
+"""write_volume through hand-encoded chunks: zarr reads them back exactly; bad read-backs are caught; other layouts fall back."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import zarr
 
-import pipeline.convert.chunks as chunks
-from pipeline.convert.chunks import blosc_of, write_volume_chunks
+import pipeline.io.chunks as chunks
+from pipeline.io.chunks import blosc_of
+from pipeline.io.volumes import write_volume
 from pipeline.errors import StoreError
 from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
@@ -27,7 +28,7 @@ def test_zarr_reads_hand_encoded_chunks(field, rng, dtype, level, monkeypatch):
     shape = (2, 2, 3, 70, 45)  # y and x not multiples of the chunk: padded edge chunks
     field.create_image("raw", shape, dtype, ImageMeta(channels=("a", "b")), chunk_yx=(32, 20), compression_level=level)
     data = (rng.random(shape[2:]) * 200).astype(dtype)
-    out = write_volume_chunks(field.plate.location, field.array_path(), 1, 0, data)
+    out = write_volume(field.plate.location, field.array_path(), 1, 0, data)
     assert out["nbytes"] == data.nbytes
     stored = zarr.open_array(field.plate.location.child(field.array_path()), mode="r")
     np.testing.assert_array_equal(stored[1, 0], data)
@@ -37,12 +38,12 @@ def test_zarr_reads_hand_encoded_chunks(field, rng, dtype, level, monkeypatch):
 
 def test_safe_casts_and_refusals(field, rng):
     field.create_image("raw", (1, 1, 2, 16, 16), "uint16", ImageMeta(channels=("a",)))
-    write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.full((2, 16, 16), 7, np.uint8))
+    write_volume(field.plate.location, field.array_path(), 0, 0, np.full((2, 16, 16), 7, np.uint8))
     assert field.image()[0, 0].max() == 7 and field.image().dtype == np.uint16
     with pytest.raises(StoreError, match="without loss"):
-        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 16), np.float32))
+        write_volume(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 16), np.float32))
     with pytest.raises(StoreError, match="shape"):
-        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 15), np.uint16))
+        write_volume(field.plate.location, field.array_path(), 0, 0, np.zeros((2, 16, 15), np.uint16))
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
@@ -64,7 +65,7 @@ def test_bad_read_back_is_caught_and_not_marked_done(tmp_path, rng, monkeypatch,
 
         monkeypatch.setattr(store_type, "set", lossy_set)
     with pytest.raises(StoreError, match="reads back differently"):
-        write_volume_chunks(field.plate.location, field.array_path(), 0, 0, rng.integers(0, 99, (2, 16, 16), dtype=np.uint16))
+        write_volume(field.plate.location, field.array_path(), 0, 0, rng.integers(0, 99, (2, 16, 16), dtype=np.uint16))
     assert not field.done().any()
 
 
@@ -72,7 +73,7 @@ def test_memory_store_chunks_read_by_zarr(rng):
     field = Plate.create("memory://chunks-direct").add_field("A1")
     field.create_image("raw", (1, 1, 2, 40, 30), "uint16", ImageMeta(channels=("a",)), chunk_yx=(16, 16))
     data = rng.integers(0, 999, (2, 40, 30), dtype=np.uint16)
-    write_volume_chunks(field.plate.location, field.array_path(), 0, 0, data)
+    write_volume(field.plate.location, field.array_path(), 0, 0, data)
     np.testing.assert_array_equal(field.image()[0, 0], data)
     assert field.done().all()
 
@@ -86,7 +87,7 @@ def test_other_layouts_fall_back_to_write_volume(tmp_path, rng):
     array = group["img/0"]
     assert blosc_of(array) is None
     data = rng.integers(0, 999, (2, 8, 8), dtype=np.uint16)
-    out = write_volume_chunks(Location(str(tmp_path / "s.zarr")), "img/0", 0, 0, data)
+    out = write_volume(Location(str(tmp_path / "s.zarr")), "img/0", 0, 0, data)
     assert "mean" in out  # the result of write_volume
     np.testing.assert_array_equal(group["img/0"][0, 0], data)
     assert group["img/done"][0, 0] == 1
