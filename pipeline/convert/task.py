@@ -77,7 +77,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         for volume, (_, c) in zip(data, group):
             if task.rescale is not None:
                 volume = rescale_to_uint8(volume, *task.rescale)
-            write_volume(location, task.array_path, task.t, c, volume, verify=verify)
+            write_volume(location, task.array_path, task.t, c, volume, verify=verify, stats=False)
             nbytes += volume.nbytes
         data = volume = None  # noqa: F841 - free before reading the next channel
     release_memory()

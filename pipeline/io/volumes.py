@@ -41,6 +41,7 @@ def write_volume(
     volume: np.ndarray,
     *,
     verify: bool = True,
+    stats: bool = True,
 ) -> dict:
     """Write one ``z, y, x`` volume, read it back, then mark it done.
 
@@ -59,11 +60,14 @@ def write_volume(
         Read the written chunks back and compare before marking done (byte for byte
         for the store's own Blosc layout, see :mod:`pipeline.io.chunks`; otherwise by
         decoding the volume again).
+    stats : bool
+        Add the volume's minimum, maximum and mean to the result (three passes over it).
 
     Returns
     -------
     dict
-        ``{"t", "c", "min", "max", "mean", "nbytes"}``: what the client keeps.
+        ``{"t", "c", "nbytes"}`` plus ``"min", "max", "mean"`` when ``stats`` is set:
+        what the client keeps.
 
     Raises
     ------
@@ -82,11 +86,11 @@ def write_volume(
         if verify and not np.array_equal(array[t, c], volume):
             raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
     location.open_array(done_path(array_path), mode="r+")[t, c] = 1
-    return {
-        "t": int(t),
-        "c": int(c),
-        "min": float(volume.min()) if volume.size else 0.0,
-        "max": float(volume.max()) if volume.size else 0.0,
-        "mean": float(volume.mean()) if volume.size else 0.0,
-        "nbytes": int(volume.nbytes),
-    }
+    info = {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}
+    if stats:
+        info.update(
+            min=float(volume.min()) if volume.size else 0.0,
+            max=float(volume.max()) if volume.size else 0.0,
+            mean=float(volume.mean()) if volume.size else 0.0,
+        )
+    return info

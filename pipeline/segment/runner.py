@@ -59,8 +59,8 @@ def segment_task(task: SegmentTask, location: Location, config_json: str, thread
     start = time.perf_counter()
     labels = segmenter.predict(volume, voxel_size=task.voxel_size, source=f"{location.url} field {task.field} t={task.t}")
     seconds = time.perf_counter() - start
-    info = write_volume(location, task.dst, task.t, 0, labels)
-    nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if info["max"] > 0 else 0
+    write_volume(location, task.dst, task.t, 0, labels, stats=False)
+    nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if labels.any() else 0
     return {"field": task.field, "t": task.t, "nuclei": nuclei, "seconds": seconds}
 
 
