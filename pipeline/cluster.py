@@ -90,6 +90,20 @@ def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator[
 
 
 @contextmanager
+def use_client(client, config: ClusterConfig, *, in_process: bool = False) -> Iterator["distributed.Client"]:  # noqa: F821
+    """Yield ``client`` when one is given (left open), else open the configured cluster.
+
+    Stages take an optional ``client`` so that several of them can share one cluster
+    (the demo, notebooks, tests); without it each opens and closes its own.
+    """
+    if client is not None:
+        yield client
+        return
+    with open_client(config, in_process=in_process) as own:
+        yield own
+
+
+@contextmanager
 def _slurm_cluster(config: ClusterConfig):
     jobqueue = require("dask_jobqueue", "slurm")
     s = config.slurm

@@ -150,3 +150,16 @@ def test_tables_round_trip(tmp_path, url):
     assert list_tables(field) == ["nuclei"]
     with pytest.raises(StoreError, match="no such table"):
         read_table(field, "tracks")
+
+
+def test_worker_tuning_applies_each_setting(dask_client):
+    import cv2
+
+    from pipeline import workers
+
+    dask_client.run(workers.tune_worker, codec_threads=1)
+    dask_client.run(workers.tune_worker, codec_threads=1, opencv_threads=1)
+    assert set(dask_client.run(cv2.getNumThreads).values()) == {1}
+    assert all(dask_client.run(lambda: workers._state["libc"] is not None).values())
+    workers.tune_worker(opencv_threads=1)  # the client's own process is left alone
+    assert workers._state["opencv_threads"] is None

@@ -83,7 +83,8 @@ def groundtruth(labels, out, config, overwrite, add_to, image, source, channel, 
 @storage_option
 def export_corrections(store, field_spec, t, channel, labels_file, label_name, out, config, overwrite, storage_options):
     """Write one volume's image and predicted labels for correction in Labkit (Fiji) or napari."""
-    from pipeline.groundtruth.corrections import export_corrections as export, parse_field
+    from pipeline.groundtruth.corrections import export_corrections as export
+    from pipeline.io.plate import parse_field
     from pipeline.groundtruth.prepare import check_labels
     from pipeline.groundtruth.tiffio import read_tiff
     from pipeline.io.plate import Plate

@@ -82,11 +82,10 @@ def preview(store, config_path, field, t, z, out, scale, storage_options) -> Non
     """Write a PNG of one z-slice per channel of STORE, raw and after each step of the chain."""
     from pipeline.io.plate import Plate
     from pipeline.preprocess.preview import write_preview
-    from pipeline.preprocess.runner import select_fields
 
     config, _ = _load(config_path)
     plate = Plate.open(store, storage_options=parse_storage_options(storage_options))
-    fld = select_fields(plate, [field] if field else None)[0]
+    fld = plate.select([field] if field else None)[0]
     if z is None:
         z = fld.image(config.input).shape[2] // 2
     path = write_preview(fld, config, t, z, out, scale=scale)

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.cluster import open_client
+from pipeline.cluster import use_client
 from pipeline.config.convert import ConvertConfig
 from pipeline.convert.plan import FieldPlan, fingerprint, plan_inputs, uint8_range
 from pipeline.convert.task import TimepointTask, convert_timepoint
@@ -113,11 +113,8 @@ def convert(
     results: list[dict] = []
     if tasks:
         kwargs = {"desc": "convert", "progress": progress, "unit": "time point", "location": location, "verify": config.verify, "codec_threads": config.codec_threads}
-        if client is not None:
-            results = run_tasks(client, convert_timepoint, tasks, **kwargs)
-        else:
-            with _start_method(config, location.in_memory), open_client(config.cluster, in_process=location.in_memory) as own:
-                results = run_tasks(own, convert_timepoint, tasks, **kwargs)
+        with _start_method(config, location.in_memory), use_client(client, config.cluster, in_process=location.in_memory) as own:
+            results = run_tasks(own, convert_timepoint, tasks, **kwargs)
     for field in fields:
         if not field.is_complete("raw"):
             field.mark_complete("raw")

@@ -6,10 +6,6 @@ the readers and the volume writer (not the NGFF writer or the cluster code).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import multiprocessing
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +14,7 @@ from pipeline.convert.scale import rescale_to_uint8
 from pipeline.io.location import Location
 from pipeline.io.readers.base import Source
 from pipeline.io.volumes import write_volume
+from pipeline.workers import release_memory, tune_worker
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         use here); ``None`` leaves zarr's default.
     """
     start = time.perf_counter()
-    _prepare_process(codec_threads)
+    tune_worker(codec_threads=codec_threads)
     # one channel at a time keeps a worker's footprint to one volume, unless the
     # format stores all channels of a plane together (ND2 frames)
     groups = [list(zip(task.read, task.write))] if task.source.channels_together else [[pair] for pair in zip(task.read, task.write)]
@@ -82,62 +79,3 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
         data = volume = None  # noqa: F841 - free before reading the next channel
     release_memory()
     return {"array": task.array_path, "t": task.t, "channels": list(task.write), "nbytes": int(nbytes), "seconds": time.perf_counter() - start}
-
-
-_libc = None
-_prepared = False
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-
-
-def _prepare_process(codec_threads: int | None) -> None:
-    """Once per worker process: zarr's thread count and glibc's allocator.
-
-    Only in a worker process of its own: threads of the caller's process (a
-    ``memory://`` store's in-process cluster, a notebook) keep their settings.
-    """
-    global _prepared
-    if _prepared:
-        return
-    _prepared = True
-    if multiprocessing.parent_process() is None:
-        return
-    if codec_threads is not None:
-        import zarr
-
-        zarr.config.set({"threading.max_workers": int(codec_threads)})
-    _libc_handle()
-
-
-def _libc_handle():
-    """glibc, set up once per process for a worker's allocation pattern (``None`` elsewhere).
-
-    A task allocates and frees buffers of one volume (~11 MB) and its chunks many
-    times. Dask's spawned workers run with ``MALLOC_TRIM_THRESHOLD_=65536``, which
-    makes glibc map and unmap every such buffer: the page faults doubled the CPU
-    time of a conversion. Here large buffers come from the heap (mmap threshold
-    32 MiB, no automatic trim), the heap is trimmed once per task
-    (:func:`release_memory`), and zarr's compression threads share two arenas; a
-    worker's footprint then stays flat over a long series.
-    """
-    global _libc
-    if _libc is None:
-        _libc = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
-                libc.mallopt(M_TRIM_THRESHOLD, 256 * 2**20)
-                libc.mallopt(M_ARENA_MAX, 2)
-                _libc = libc
-            except (OSError, AttributeError):
-                pass
-    return _libc or None
-
-
-def release_memory() -> None:
-    """Hand the heap's free memory back to the system, once per task (see :func:`_libc_handle`)."""
-    libc = _libc or None  # set up by _prepare_process in worker processes only
-    if libc is not None:
-        libc.malloc_trim(0)

@@ -78,14 +78,6 @@ def _pick_channel(names: tuple[str, ...], channel: str | None, where: str) -> in
     return names.index(channel)
 
 
-def parse_field(spec: str) -> tuple[str, int]:
-    """``"B10/0"`` (or ``"B10"``) -> ``("B10", 0)``."""
-    match = re.match(r"^\s*([A-Za-z]{1,2}[/_-]?\d{1,3})(?:/(\d+))?\s*$", str(spec))
-    if not match:
-        raise InputError(f"field {spec!r}: expected WELL/INDEX, like 'B10/0'")
-    return match.group(1), int(match.group(2) or 0)
-
-
 def export_corrections(
     plate: Plate,
     field: Field,

@@ -14,7 +14,6 @@ chain) is checked by :func:`plan` before any work starts.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -26,9 +25,10 @@ from pipeline.config.preprocess import PreprocessConfig
 from pipeline.errors import ConfigError, InputError, StoreError
 from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
-from pipeline.io.plate import Field, Plate, parse_well
+from pipeline.io.plate import Field, Plate
 from pipeline.io.volumes import read_volume, write_volume
 from pipeline.preprocess import chain as ch
+from pipeline import workers
 from pipeline.provenance import provenance
 
 LOG = logging.getLogger(__name__)
@@ -36,39 +36,10 @@ LOG = logging.getLogger(__name__)
 STAGE = "preprocess"
 
 
-MMAP_THRESHOLD = 32 << 20
-"""Allocations below this come from the heap in a worker (see :func:`tune_worker`)."""
-TRIM_THRESHOLD = 64 << 20
-"""Free memory at the top of a worker's heap beyond this goes back to the system."""
-_TUNED: set[int] = set()
-
-
 def tune_worker() -> None:
-    """Prepare this process for the chain, once: OpenCV on one thread and malloc thresholds.
-
-    Dask runs one task per worker thread, so OpenCV's own thread pool would only
-    oversubscribe the cores. Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
-    which also freezes glibc's mmap threshold at 128 KiB: every larger buffer (OpenCV's
-    256 KiB per-tile histograms of uint16 CLAHE, the 11-22 MB volumes) is then mapped and
-    unmapped afresh, and the chain ran ~2x slower in a worker than in a plain process.
-    Raising both thresholds (``mallopt``) lets such buffers be reused while memory beyond
-    :data:`TRIM_THRESHOLD` is still returned. Linux/glibc only; elsewhere a no-op.
-    """
-    pid = os.getpid()
-    if pid in _TUNED:
-        return
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        LOG.debug("mallopt not available; malloc thresholds left as they are")
-    _TUNED.add(pid)
+    """Once per worker process: OpenCV on one thread, zarr on one codec thread, glibc's
+    allocator set for volume-sized buffers (see :mod:`pipeline.workers`)."""
+    workers.tune_worker(codec_threads=1, opencv_threads=1)
 
 
 @dataclass(frozen=True)
@@ -97,25 +68,6 @@ class FieldPlan:
     signature: str
     tasks: list[VolumeTask] = dataclass_field(default_factory=list)
     skipped: int = 0
-
-
-def parse_field(spec: str) -> tuple[str, int]:
-    """``"B10/0"`` -> ``("B10", 0)``; ``"B10"`` -> ``("B10", 0)``."""
-    well, _, index = str(spec).strip().partition("/")
-    if index and not index.isdigit():
-        raise InputError(f"field {spec!r}: expected WELL/INDEX, like 'B10/0'")
-    parse_well(well)
-    return well, int(index or 0)
-
-
-def select_fields(plate: Plate, fields: Sequence[str] | None) -> list[Field]:
-    """The fields named in ``fields`` (``"B10/0"``), or all fields of the plate."""
-    if fields:
-        return [plate.field(*parse_field(f)) for f in fields]
-    found = plate.fields()
-    if not found:
-        raise StoreError(f"{plate.location.url}: the plate has no fields; run `spheroid convert` first")
-    return found
 
 
 def output_dtype(chains: dict[str, list], in_dtype: np.dtype) -> np.dtype:
@@ -160,7 +112,7 @@ def plan(
 
     url = plate.location.url
     plans = []
-    for fld in select_fields(plate, fields):
+    for fld in plate.select(fields):
         if not fld.has_image(config.input):
             raise StoreError(f"{url}: field {fld} has no '{config.input}' image; run `spheroid convert` first")
         if not fld.is_complete(config.input):
@@ -230,6 +182,7 @@ def process_volume(task: VolumeTask, location: Location) -> dict[str, Any]:
     out = ch.apply_chain(volume, task.chain)
     seconds = time.perf_counter() - start
     info = write_volume(location, task.dst, task.t, task.c, out)
+    workers.release_memory()
     info.update(field=task.field, channel=task.channel, seconds=seconds)
     return info
 
@@ -302,12 +255,10 @@ def run_preprocess(
         LOG.info("%d volume(s) already preprocessed: skipped", skipped)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
-    if tasks and client is not None:
-        results = _dispatch(client, plate.location, tasks, config.block_shape, progress)
-    elif tasks:
-        from pipeline.cluster import open_client
+    if tasks:
+        from pipeline.cluster import use_client
 
-        with open_client(config.cluster, in_process=plate.location.in_memory) as own:
+        with use_client(client, config.cluster, in_process=plate.location.in_memory) as own:
             results = _dispatch(own, plate.location, tasks, config.block_shape, progress)
     seconds = time.perf_counter() - start
     pending = [fp for fp in plans if fp.tasks or not fp.field.is_complete(config.output)]

@@ -21,7 +21,7 @@ from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
 from pipeline.io.volumes import read_volume, write_volume
-from pipeline.preprocess.runner import select_fields
+from pipeline import workers
 from pipeline.provenance import provenance
 from pipeline.segment.backends import get_segmenter
 
@@ -46,7 +46,8 @@ def limit_threads(n: int) -> None:
     """Give torch the worker's thread budget (Dask runs one task per thread)."""
     import torch
 
-    if torch.get_num_threads() != n:
+    workers.tune_worker()
+    if workers.in_worker_process() and torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
@@ -60,6 +61,7 @@ def segment_task(task: SegmentTask, location: Location, config_json: str, thread
     labels = segmenter.predict(volume, voxel_size=task.voxel_size, source=f"{location.url} field {task.field} t={task.t}")
     seconds = time.perf_counter() - start
     write_volume(location, task.dst, task.t, 0, labels, stats=False)
+    workers.release_memory()
     nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if labels.any() else 0
     return {"field": task.field, "t": task.t, "nuclei": nuclei, "seconds": seconds}
 
@@ -105,7 +107,7 @@ def run_segment(
     """
     segmenter = get_segmenter(config)  # fails early on a missing or bad model
     plans = []
-    for fld in select_fields(plate, fields):
+    for fld in plate.select(fields):
         if not fld.has_image(config.input) or not fld.is_complete(config.input):
             raise StoreError(f"{plate.location.url}: field {fld} has no complete '{config.input}' image; run the stage that writes it first")
         meta = fld.meta(config.input)
@@ -140,21 +142,20 @@ def run_segment(
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     if tasks:
+        from pipeline.cluster import use_client
         from pipeline.runner import run_tasks
 
-        config_json = config.model_dump_json()
-        threads = config.cluster.threads_per_worker
-
-        def dispatch(c):
-            return run_tasks(c, segment_task, tasks, desc=STAGE, progress=progress, location=plate.location, config_json=config_json, threads=threads)
-
-        if client is not None:
-            results = dispatch(client)
-        else:
-            from pipeline.cluster import open_client
-
-            with open_client(config.cluster, in_process=plate.location.in_memory) as own:
-                results = dispatch(own)
+        with use_client(client, config.cluster, in_process=plate.location.in_memory) as own:
+            results = run_tasks(
+                own,
+                segment_task,
+                tasks,
+                desc=STAGE,
+                progress=progress,
+                location=plate.location,
+                config_json=config.model_dump_json(),
+                threads=config.cluster.threads_per_worker,
+            )
     seconds = time.perf_counter() - start
 
     record = provenance(STAGE, config, fields=[str(f) for f, _ in plans], **{"segmenter": segmenter.describe()["model"]})
