@@ -97,3 +97,15 @@ def test_segment_cli_missing_model(tmp_path, rng):
     result = CliRunner().invoke(cli, ["-q", "segment", str(tmp_path / "p.zarr"), "--model", str(tmp_path / "nomodel")])
     assert result.exit_code == 1
     assert "nomodel: model folder not found" in result.output and result.output.count("\n") == 1
+
+
+def test_inference_tile_covers_the_stack():
+    from pipeline.segment.unet.apply import inference_tile
+
+    card = ModelCard(
+        name="t", architecture=UNetConfig(features=[2, 4], pool=[[1, 2, 2]]), voxel_size=[5.0, 1.24, 1.24],
+        channels=["Hoechst"], patch_size=[16, 64, 64], tile=[16, 128, 128],
+    )
+    assert inference_tile(card, (21, 512, 512)) == (21, 256, 256)
+    assert inference_tile(card, (60, 100, 1000)) == (32, 128, 256)
+    assert inference_tile(card, (8, 64, 64)) == (16, 128, 128)

@@ -25,7 +25,8 @@ class SegmentConfig(StrictModel):
     output: str = "nuclei"
     """Name of the label image written under ``labels/``."""
     tile: list[int] | None = Field(None, min_length=3, max_length=3)
-    """Sliding-window tile (z, y, x); the model card's when unset."""
+    """Sliding-window tile (z, y, x); when unset, as large as the volume up to (32, 256, 256)
+    and at least the model card's tile."""
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     """Fractional overlap of neighbouring tiles (blended with Gaussian weights)."""
     batch_size: int = Field(1, ge=1)

@@ -15,6 +15,20 @@ from pipeline.segment.unet.predict import predict_volume
 LOG = logging.getLogger(__name__)
 
 
+MAX_TILE = (32, 256, 256)
+"""Largest default inference tile (z, y, x): big tiles waste less work on overlaps."""
+
+
+def inference_tile(card: ModelCard, shape: Sequence[int]) -> tuple[int, int, int]:
+    """Default sliding-window tile for a ``(z, y, x)`` volume.
+
+    As large as the volume up to :data:`MAX_TILE` (a 21 x 512 x 512 stack then takes 4
+    overlapping tiles instead of 2 x 5 x 5 of the training-sized tile: about 2.5x less
+    computation), and never smaller than the card's tile.
+    """
+    return tuple(max(int(c), min(int(s), m)) for c, s, m in zip(card.tile, shape, MAX_TILE))
+
+
 def segment_volume(
     volume: np.ndarray,
     model: torch.nn.Module,
@@ -43,7 +57,7 @@ def segment_volume(
     channels : sequence of str, optional
         The volume's channel names, checked against the card.
     tile : sequence of int, optional
-        Sliding-window tile; the card's ``tile`` when omitted.
+        Sliding-window tile; :func:`inference_tile` when omitted.
     overlap, batch_size, device, progress
         See :func:`pipeline.segment.unet.predict.predict_volume`.
     source : str
@@ -63,7 +77,7 @@ def segment_volume(
     card.check_input(voxel_size=voxel_size, n_channels=data.shape[0], channels=channels, source=source)
     normed = np.stack([card.normalize(c) for c in data])
     probs = predict_volume(
-        model, normed, tile=card.tile if tile is None else tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
+        model, normed, tile=inference_tile(card, normed.shape[1:]) if tile is None else tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
     )
     lab = card.labeling
     labels = label_nuclei(
