@@ -76,7 +76,7 @@ def setup_logging(verbosity: int) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="spheroid")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info with tracebacks on error, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="Debug log output and tracebacks on error (-vv: also Dask's own logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
 @click.option(
     "--cluster",
@@ -89,8 +89,9 @@ def setup_logging(verbosity: int) -> None:
 def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None) -> None:
     """spheroid: FUCCI spheroid time-lapses to per-nucleus cell-cycle read-outs.
 
-    Stages, in pipeline order: convert -> preprocess -> segment -> evaluate ->
-    classify. Each takes a YAML config (-c); `configs/` has one per stage.
+    Stages, in pipeline order: convert -> preprocess -> segment -> evaluate; train
+    and the ground-truth commands make models. Each takes a YAML config (-c);
+    `configs/` has one per stage. `spheroid demo` runs the pipeline on an example.
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
