@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from pipeline.config.train import LabelingConfig
+
 LOG = logging.getLogger(__name__)
 
 BACKGROUND, EDGE, NUCLEUS = 0, 1, 2
@@ -165,3 +167,18 @@ def label_components(semantic: np.ndarray, *, connectivity: int = 6) -> np.ndarr
     Kept as a baseline to compare :func:`label_nuclei` against.
     """
     return cc3d.connected_components((semantic == NUCLEUS).astype(np.uint8), connectivity=connectivity).astype(np.uint32)
+
+
+def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence[float]) -> np.ndarray:
+    """:func:`label_nuclei` with the parameters of a model card's ``labeling`` section."""
+    return label_nuclei(
+        probs,
+        seed_threshold=labeling.seed_threshold,
+        foreground_threshold=labeling.foreground_threshold,
+        erode_xy=labeling.erode_xy,
+        min_seed_size=labeling.min_seed_size,
+        min_size=labeling.min_size,
+        elevation=labeling.elevation,
+        voxel_size=voxel_size,
+        include_edge=bool(labeling.include_edge),
+    )

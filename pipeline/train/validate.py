@@ -11,7 +11,7 @@ import torch
 from pipeline.config.train import LabelingConfig
 from pipeline.evaluate import matching, pool
 from pipeline.evaluate.pixel import confusion_matrix, metrics_from_confusion
-from pipeline.segment.instances import label_nuclei
+from pipeline.segment.instances import label_with
 from pipeline.segment.unet.predict import predict_volume
 from pipeline.train.data import Volume
 from pipeline.train.losses import CombinedLoss
@@ -48,20 +48,6 @@ def class_metrics(conf: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[st
     out = {f"{key}_{name}": float(per_class[name][key]) for name in classes for key in PIXEL_KEYS}
     out["mean_f1"] = float(np.mean([out[f"f1_{c}"] for c in classes[1:]]))
     return out
-
-
-def _label(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence[float]) -> np.ndarray:
-    return label_nuclei(
-        probs,
-        seed_threshold=labeling.seed_threshold,
-        foreground_threshold=labeling.foreground_threshold,
-        erode_xy=labeling.erode_xy,
-        min_seed_size=labeling.min_seed_size,
-        min_size=labeling.min_size,
-        elevation=labeling.elevation,
-        voxel_size=voxel_size,
-        include_edge=bool(labeling.include_edge),
-    )
 
 
 def validate(
@@ -112,7 +98,7 @@ def validate(
         target = vol.semantic[:z, :y, :x]
         probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
         conf += confusion_matrix(target, np.argmax(probs, 0), len(CLASSES))
-        labels = _label(probs, labeling, voxel_size)
+        labels = label_with(probs, labeling, voxel_size)
         matches.append(matching(vol.instances[:z, :y, :x], labels, thresh=match_threshold))
         if loss is not None:
             with torch.no_grad():
@@ -166,7 +152,7 @@ def tune_labeling(
     best, best_f1 = labeling, -1.0
     for seed, fg in candidates:
         trial = labeling.model_copy(update={"seed_threshold": float(seed), "foreground_threshold": float(fg)})
-        pooled = pool([matching(truth, _label(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
+        pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
         rows.append({"seed_threshold": float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)

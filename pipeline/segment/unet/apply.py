@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pipeline.segment.instances import label_nuclei
+from pipeline.segment.instances import label_with
 from pipeline.segment.unet.card import ModelCard
 from pipeline.segment.unet.predict import predict_volume
 
@@ -76,19 +76,7 @@ def segment_volume(
     data = volume[None] if volume.ndim == 3 else volume
     card.check_input(voxel_size=voxel_size, n_channels=data.shape[0], channels=channels, source=source)
     normed = np.stack([card.normalize(c) for c in data])
-    probs = predict_volume(
-        model, normed, tile=inference_tile(card, normed.shape[1:]) if tile is None else tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress
-    )
-    lab = card.labeling
-    labels = label_nuclei(
-        probs,
-        seed_threshold=lab.seed_threshold,
-        foreground_threshold=lab.foreground_threshold,
-        erode_xy=lab.erode_xy,
-        min_seed_size=lab.min_seed_size,
-        min_size=lab.min_size,
-        elevation=lab.elevation,
-        voxel_size=card.voxel_size if voxel_size is None else voxel_size,
-        include_edge=bool(lab.include_edge),
-    )
+    tile = inference_tile(card, normed.shape[1:]) if tile is None else tile
+    probs = predict_volume(model, normed, tile=tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress)
+    labels = label_with(probs, card.labeling, card.voxel_size if voxel_size is None else voxel_size)
     return probs, labels
