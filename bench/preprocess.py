@@ -1,6 +1,6 @@
 """Benchmark the preprocessing stage: Dask with 1 and 2 workers against the bare chain in a loop.
 
-    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 3] [--store DIR]
+    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 12] [--store DIR]
 
 Makes a demo plate (3 channels x T time points of 21 x 512 x 512 uint16; a synthetic
 spheroid from ``pipeline.synth`` when that module is available, else Gaussian nuclei on
@@ -15,10 +15,16 @@ noise with bright specks), then measures in the same run, with the thesis chain 
   :func:`~pipeline.preprocess.runner.process_volume` on a LocalCluster of 1 and 2
   single-threaded worker processes, timed from submission to the last result once the
   workers have imported their libraries (cluster start-up and one whole
-  ``run_preprocess`` call with 2 workers are reported beside it).
+  ``run_preprocess`` call with 2 workers are reported beside it). The output image is
+  created exactly as ``run_preprocess`` creates it (same codec).
 
-The variants run in interleaved rounds (``--rounds``) and the best round of each counts,
-so a burst of load from other programs does not fall on one variant only.
+The two clusters stay up for the whole run. Each round takes two time points (6 volumes,
+3 per worker with 2 workers) and runs the four variants on them back to back, a few
+seconds each; every ratio is the median over rounds (``--rounds``, after one uncounted
+warm-up round) of the ratio within a round. A shared host's single-core speed was seen
+to drift by 30 % from one minute to the next: long back-to-back runs per variant, or the
+best round of each, turn that drift into the result; short paired rounds cancel it.
+Throughput over all rounds and the best round of each variant are reported beside it.
 
 Targets: 2 workers >= 1.7x one worker; the Dask path per worker within 15 % of the plain
 loop (``dask_1 / loop >= 0.85``). Writes ``bench/results/preprocess.json`` with the machine
@@ -34,16 +40,16 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -52,7 +58,9 @@ SPEEDUP_TARGET = 1.7
 EFFICIENCY_TARGET = 0.85
 
 
-def demo_data(timepoints: int, shape: tuple[int, int, int], seed: int = 42) -> tuple[np.ndarray, str]:
+def demo_data(
+    timepoints: int, shape: tuple[int, int, int], seed: int = 42
+) -> tuple[np.ndarray, str]:
     """``(t, c, z, y, x)`` uint16 demo data and where it came from."""
     try:
         from pipeline.synth import SynthConfig, generate
@@ -85,7 +93,9 @@ def make_plate(url: str, data: np.ndarray):
 
     plate = Plate.create(url, name="bench", overwrite=True)
     field = plate.add_field("B10", 0)
-    field.create_image("raw", data.shape, "uint16", ImageMeta(channels=("Hoechst", "Cy3", "GFP")))
+    field.create_image(
+        "raw", data.shape, "uint16", ImageMeta(channels=("Hoechst", "Cy3", "GFP"))
+    )
     for t in range(data.shape[0]):
         for c in range(data.shape[1]):
             write_volume(plate.location, field.array_path(), t, c, data[t, c])
@@ -93,8 +103,8 @@ def make_plate(url: str, data: np.ndarray):
     return plate
 
 
-def prepared_tasks(url: str, config):
-    """Plan a fresh run (output recreated) and return ``(plate, tasks)``."""
+def prepared_tasks(url: str, config, times: list[int] | None = None):
+    """Plan a fresh run (output recreated) and return ``(plate, tasks)``, only those of ``times`` if given."""
     from pipeline.io.plate import Plate
     from pipeline.preprocess.runner import plan
 
@@ -102,9 +112,19 @@ def prepared_tasks(url: str, config):
     plans = plan(plate, config, overwrite=True)
     for fp in plans:
         fp.field.create_image(
-            config.output, fp.shape, fp.dtype, fp.meta, chunk_yx=fp.chunk_yx, overwrite=True, compression_level=config.compression_level
+            config.output,
+            fp.shape,
+            fp.dtype,
+            fp.meta,
+            chunk_yx=fp.chunk_yx,
+            overwrite=True,
+            compression_level=config.compression_level,
+            codec=config.compression,  # as run_preprocess creates it
         )
-    return plate, [task for fp in plans for task in fp.tasks]
+    tasks = [task for fp in plans for task in fp.tasks]
+    if times is not None:
+        tasks = [task for task in tasks if task.t in times]
+    return plate, tasks
 
 
 def _warm() -> bool:
@@ -138,52 +158,61 @@ def cpu_scaling(n: int = 5_000_000) -> float:
     return 2 * one / two
 
 
-def time_loop(data: np.ndarray, config) -> float:
-    from pipeline.preprocess.chain import apply_chain
+CHANNELS = ("Hoechst", "Cy3", "GFP")
+
+
+def time_loop(data: np.ndarray, config, times: list[int]) -> float:
+    """Seconds for the bare chain on the volumes of time points ``times`` (in memory, one thread)."""
     import cv2
 
+    from pipeline.preprocess.chain import apply_chain
+
     cv2.setNumThreads(1)
-    channels = ("Hoechst", "Cy3", "GFP")
-    apply_chain(data[0, 0], config.chain_for(channels[0]))  # warm caches (gamma table)
     start = time.perf_counter()
-    for t in range(data.shape[0]):
+    for t in times:
         for c in range(data.shape[1]):
-            apply_chain(data[t, c], config.chain_for(channels[c]))
+            apply_chain(data[t, c], config.chain_for(CHANNELS[c]))
     return time.perf_counter() - start
 
 
-def time_loop_io(url: str, config) -> float:
+def time_loop_io(url: str, config, times: list[int]) -> float:
+    """Seconds for the worker's own function on those volumes, in a plain loop."""
     from pipeline.preprocess.runner import process_volume
 
-    plate, tasks = prepared_tasks(url, config)
+    plate, tasks = prepared_tasks(url, config, times)
     start = time.perf_counter()
     for task in tasks:
         process_volume(task, plate.location)
     return time.perf_counter() - start
 
 
-def time_dask(url: str, config, workers: int) -> dict:
-    """Steady-state throughput of ``run_tasks`` on a fresh LocalCluster (start-up timed apart)."""
+def start_cluster(workers: int):
+    """A LocalCluster of ``workers`` single-threaded processes, libraries imported; ``(client, start-up s)``."""
     from pipeline.cluster import open_client
     from pipeline.config.cluster import ClusterConfig
+
+    cluster = ClusterConfig(
+        n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB"
+    )
+    t0 = time.perf_counter()
+    manager = open_client(cluster)
+    client = manager.__enter__()
+    startup = time.perf_counter() - t0
+    client.run(_warm)
+    return manager, client, startup
+
+
+def time_dask(url: str, config, client, times: list[int]) -> float:
+    """Seconds from submitting those volumes' tasks to ``run_tasks`` to the last result."""
     from pipeline.preprocess.runner import process_volume
     from pipeline.runner import run_tasks
 
-    cluster = ClusterConfig(n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB")
-    plate, tasks = prepared_tasks(url, config)
-    t0 = time.perf_counter()
-    with open_client(cluster) as client:
-        startup = time.perf_counter() - t0
-        client.run(_warm)
-        start = time.perf_counter()
-        results = run_tasks(client, process_volume, tasks, desc=f"dask x{workers}", progress=False, location=plate.location)
-        steady = time.perf_counter() - start
-    return {
-        "seconds": steady,
-        "volumes_per_s": len(tasks) / steady,
-        "cluster_start_s": startup,
-        "chain_s_in_workers": float(sum(r["seconds"] for r in results)),
-    }
+    plate, tasks = prepared_tasks(url, config, times)
+    start = time.perf_counter()
+    results = run_tasks(client, process_volume, tasks, desc="dask", progress=False, location=plate.location)
+    took = time.perf_counter() - start
+    CHAIN_IN_WORKERS.append(sum(r["seconds"] for r in results))
+    return took
 
 
 def time_stage(url: str, config, workers: int) -> dict:
@@ -192,18 +221,35 @@ def time_stage(url: str, config, workers: int) -> dict:
     from pipeline.io.plate import Plate
     from pipeline.preprocess.runner import run_preprocess
 
-    cluster = ClusterConfig(n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB")
+    cluster = ClusterConfig(
+        n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB"
+    )
     start = time.perf_counter()
-    summary = run_preprocess(Plate.open(url, mode="r+"), config.model_copy(update={"cluster": cluster}), overwrite=True, progress=False)
+    summary = run_preprocess(
+        Plate.open(url, mode="r+"),
+        config.model_copy(update={"cluster": cluster}),
+        overwrite=True,
+        progress=False,
+    )
     seconds = time.perf_counter() - start
-    return {"workers": workers, "seconds": seconds, "volumes_per_s": summary["volumes"] / seconds}
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "volumes_per_s": summary["volumes"] / seconds,
+    }
 
 
-def best(runs: list[dict]) -> dict:
-    """The fastest of several rounds, with every round's rate beside it."""
-    top = dict(max(runs, key=lambda r: r["volumes_per_s"]))
-    top["rounds_volumes_per_s"] = [round(r["volumes_per_s"], 3) for r in runs]
-    return top
+VARIANTS = ("loop", "loop_io", "dask_1", "dask_2")
+CHAIN_IN_WORKERS: list[float] = []
+
+
+def summarise(seconds: list[float], volumes: int) -> dict:
+    """Throughput of a variant over all rounds, and its fastest round."""
+    return {
+        "seconds": float(sum(seconds)),
+        "volumes_per_s": volumes * len(seconds) / sum(seconds),
+        "best_round_volumes_per_s": volumes / min(seconds),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(21, 512, 512))
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "preprocess.yaml")
     parser.add_argument("--store", type=Path, default=None, help="Folder for the demo plate (a temporary one by default).")
-    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; the best of each variant counts.")
+    parser.add_argument("--rounds", type=int, default=12, help="Interleaved rounds of 2 time points each (after one warm-up round).")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "preprocess.json")
     args = parser.parse_args(argv)
+    if args.timepoints < 2:
+        parser.error("--timepoints must be at least 2")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
@@ -231,43 +279,65 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data, source = demo_data(args.timepoints, tuple(args.shape))
     LOG.info("demo data %s from %s in %.1f s", data.shape, source, time.perf_counter() - t0)
-    n = data.shape[0] * data.shape[1]
-    runs: dict[str, list[dict]] = {"loop": [], "loop_io": [], "dask_1": [], "dask_2": []}
+    per_round = 2 * data.shape[1]  # 2 time points: 6 volumes, 3 for each of 2 workers
+    seconds: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    clusters = {}
     with tempfile.TemporaryDirectory(dir=args.store) as tmp:
         url = str(Path(tmp) / "bench.zarr")
         make_plate(url, data)
-        for r in range(args.rounds):  # interleaved rounds: load changes hit every variant alike
-            seconds = time_loop(data, config)
-            runs["loop"].append({"seconds": seconds, "volumes_per_s": n / seconds})
-            seconds = time_loop_io(url, config)
-            runs["loop_io"].append({"seconds": seconds, "volumes_per_s": n / seconds})
-            for workers in (1, 2):
-                runs[f"dask_{workers}"].append(time_dask(url, config, workers))
-            LOG.info(
-                "round %d: loop %.2f  loop_io %.2f  dask x1 %.2f  dask x2 %.2f volumes/s  (load %.1f)",
-                r + 1,
-                *(runs[k][-1]["volumes_per_s"] for k in ("loop", "loop_io", "dask_1", "dask_2")),
-                os.getloadavg()[0],
-            )
+        try:
+            for workers in (1, 2):  # both stay up: every round measures the four variants back to back
+                clusters[workers] = start_cluster(workers)
+            startup = {w: round(c[2], 3) for w, c in clusters.items()}
+            for r in range(-1, args.rounds):  # round -1 warms every variant up and is not counted
+                first = (2 * max(r, 0)) % data.shape[0]
+                times = [first, (first + 1) % data.shape[0]]
+                took = {
+                    "loop": time_loop(data, config, times),
+                    "loop_io": time_loop_io(url, config, times),
+                    "dask_1": time_dask(url, config, clusters[1][1], times),
+                    "dask_2": time_dask(url, config, clusters[2][1], times),
+                }
+                if r < 0:
+                    continue
+                for k, v in took.items():
+                    seconds[k].append(v)
+                LOG.info(
+                    "round %2d (t=%s): %s volumes/s  (load %.1f; chain in dask_1 %.2f s, loop %.2f s)",
+                    r + 1,
+                    times,
+                    "  ".join(f"{k} {per_round / v:.2f}" for k, v in took.items()),
+                    os.getloadavg()[0],
+                    CHAIN_IN_WORKERS[-2],
+                    took["loop"],
+                )
+        finally:
+            for manager, _, _ in clusters.values():
+                manager.__exit__(None, None, None)
         stage = time_stage(url, config, 2)
         LOG.info("run_preprocess, 2 workers, end to end: %.1f s (%.2f volumes/s)", stage["seconds"], stage["volumes_per_s"])
-    loop, loop_io, dask = best(runs["loop"]), best(runs["loop_io"]), {1: best(runs["dask_1"]), 2: best(runs["dask_2"])}
     scaling_after = cpu_scaling()
-    speedup = dask[2]["volumes_per_s"] / dask[1]["volumes_per_s"]
-    efficiency = dask[1]["volumes_per_s"] / loop["volumes_per_s"]
-    efficiency_2 = dask[2]["volumes_per_s"] / 2 / loop["volumes_per_s"]
-    efficiency_io = dask[1]["volumes_per_s"] / loop_io["volumes_per_s"]
+
+    def paired(num: str, den: str, per: float = 1.0) -> float:
+        """Median over rounds of ``den``'s time over ``num``'s (a throughput ratio), both from the same round."""
+        return float(np.median([b / a / per for a, b in zip(seconds[num], seconds[den])]))
+
+    speedup = paired("dask_2", "dask_1")
+    efficiency = paired("dask_1", "loop")
+    efficiency_2 = paired("dask_2", "loop", per=2.0)
+    efficiency_io = paired("dask_1", "loop_io")
     ok = speedup >= SPEEDUP_TARGET and efficiency >= EFFICIENCY_TARGET
     result = {
         "benchmark": "preprocess",
-        "data": {"shape": list(data.shape), "dtype": "uint16", "source": source, "volumes": n},
+        "data": {"shape": list(data.shape), "dtype": "uint16", "source": source, "volumes": int(data.shape[0] * data.shape[1])},
         "chain": [s.step for s in config.chain if s.enabled],
         "rounds": args.rounds,
-        "loop": loop,
-        "loop_io": loop_io,
-        "dask_1": dask[1],
-        "dask_2": dask[2],
+        "volumes_per_round": per_round,
+        **{k: summarise(v, per_round) for k, v in seconds.items()},
+        "round_seconds": {k: [round(x, 4) for x in v] for k, v in seconds.items()},
+        "cluster_start_s": startup,
         "run_preprocess_2_workers": stage,
+        "ratios": "median over rounds of the ratio of two variants measured back to back in that round",
         "speedup_2_vs_1": speedup,
         "dask_1_vs_loop": efficiency,
         "dask_2_per_worker_vs_loop": efficiency_2,
@@ -286,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     LOG.info(
         "%s: 2 workers %.2fx one (target >= %.1f); dask 1 worker %.0f %% of the bare-chain loop (target >= %.0f %%), "
-        "%.0f %% of the same loop with Zarr I/O; 2 workers per worker %.0f %%; load %s -> %s; "
-        "CPU for 2 processes %.2fx -> %.2fx one; wrote %s",
+        "%.0f %% of the same loop with Zarr I/O; 2 workers per worker %.0f %% (medians of %d paired rounds); "
+        "load %s -> %s; CPU for 2 processes %.2fx -> %.2fx one; wrote %s",
         "PASS" if ok else "FAIL",
         speedup,
         SPEEDUP_TARGET,
@@ -295,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         100 * EFFICIENCY_TARGET,
         100 * efficiency_io,
         100 * efficiency_2,
+        args.rounds,
         result["machine"]["load_before"],
         result["machine"]["load_after"],
         scaling_before,

@@ -83,6 +83,49 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
     return True
 
 
+def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray | None:
+    """Read volume ``(t, c)`` of ``array`` by decoding its chunks directly.
+
+    The counterpart of :func:`put_volume_chunks`: the chunks' bytes come straight from
+    the store and Blosc decodes them into the volume, without zarr's event loop and
+    codec pipeline (for a 21 x 512 x 512 volume in four chunks about half the time
+    of ``array[t, c]``). A chunk that was never written reads as the fill value.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The ``z, y, x`` volume; ``None`` when the layout is not bytes + Blosc on a
+        regular grid (the caller then reads through zarr).
+
+    Raises
+    ------
+    StoreError
+        When a chunk cannot be decoded (corrupt or truncated).
+    """
+    codec = blosc_of(array)
+    if codec is None:
+        return None
+    dtype = array.dtype.newbyteorder("<")
+    shape = tuple(array.shape[2:])
+    chunk = tuple(array.chunks[2:])
+    out = np.empty(shape, dtype=array.dtype)
+    io = ChunkIO(array)
+    scratch = np.empty(chunk, dtype=dtype)
+    for index in itertools.product(*(range(math.ceil(n / k)) for n, k in zip(shape, chunk))):
+        region = tuple(slice(i * k, min((i + 1) * k, n)) for i, k, n in zip(index, chunk, shape))
+        key = io.key((t, c, *index))
+        encoded = io.get(key)
+        if encoded is None:
+            out[region] = array.fill_value
+            continue
+        try:
+            codec.decode(encoded, out=scratch)
+        except Exception as exc:  # Blosc reports corrupt input as RuntimeError or ValueError
+            raise StoreError(f"{where}: chunk {key} of t={t} c={c} cannot be decoded ({exc}); corrupt or truncated?") from exc
+        out[region] = scratch[tuple(slice(0, r.stop - r.start) for r in region)]
+    return out
+
+
 class ChunkIO:
     """Put and get an array's encoded chunks: plain file I/O for a local store, else the zarr store API.
 
@@ -141,6 +184,9 @@ def blosc_of(array) -> Any | None:
 
         codecs = array.metadata.codecs
         if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
+            return None
+        endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+        if endian not in (None, "little") and array.dtype.itemsize > 1:
             return None
         if array.metadata.chunk_grid.__class__.__name__ != "RegularChunkGrid":
             return None

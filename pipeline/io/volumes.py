@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.io.chunks import put_volume_chunks
+from pipeline.io.chunks import get_volume_chunks, put_volume_chunks
 from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
@@ -29,8 +29,14 @@ def is_done(location: Location, array_path: str, t: int, c: int) -> bool:
 
 
 def read_volume(location: Location, array_path: str, t: int, c: int) -> np.ndarray:
-    """Read volume ``(t, c)`` (``z, y, x``) of the array at ``array_path``."""
-    return location.open_array(array_path)[t, c]
+    """Read volume ``(t, c)`` (``z, y, x``) of the array at ``array_path``.
+
+    Decodes the chunks directly for the store's own layout (see
+    :func:`~pipeline.io.chunks.get_volume_chunks`), through zarr otherwise.
+    """
+    array = location.open_array(array_path)
+    volume = get_volume_chunks(array, t, c, where=location.child(array_path))
+    return array[t, c] if volume is None else volume
 
 
 def write_volume(

@@ -181,7 +181,7 @@ def process_volume(task: VolumeTask, location: Location) -> dict[str, Any]:
     start = time.perf_counter()
     out = ch.apply_chain(volume, task.chain)
     seconds = time.perf_counter() - start
-    info = write_volume(location, task.dst, task.t, task.c, out)
+    info = write_volume(location, task.dst, task.t, task.c, out, stats=False)
     workers.release_memory()
     info.update(field=task.field, channel=task.channel, seconds=seconds)
     return info
