@@ -8,8 +8,8 @@ scratch array is then mapped and unmapped afresh. Measured here, that doubled th
 CPU time of conversion and of the preprocessing chain inside a worker compared
 with a plain process. :func:`tune_worker` lets such buffers come from the heap
 (mmap threshold 32 MiB, automatic trim above 256 MiB, two arenas) and
-:func:`release_memory` returns the free heap once per task, so a worker's
-footprint stays flat over a long series.
+:func:`release_memory` returns the free heap after a task once it exceeds 256 MiB, so a
+worker's footprint stays flat over a long series.
 
 Only worker *processes* are changed: threads of the caller's own process (an
 in-process cluster for a ``memory://`` store, a notebook) keep their settings.
@@ -73,8 +73,36 @@ def tune_worker(*, codec_threads: int | None = 1, opencv_threads: int | None = N
             LOG.debug("mallopt not available; allocator left as it is")
 
 
-def release_memory() -> None:
-    """Hand the heap's free memory back to the system (call once per task; no-op outside workers)."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+RELEASE_ABOVE = 256 * 2**20
+"""Free heap (bytes) above which :func:`release_memory` trims: the same bound as the
+automatic trim threshold set by :func:`tune_worker`."""
+
+
+def free_heap() -> int | None:
+    """Bytes of free memory glibc's heap holds (``mallinfo2``), or ``None`` where unknown."""
     libc = _state["libc"]
-    if libc is not None:
-        libc.malloc_trim(0)
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().fordblks)
+
+
+def release_memory(above: int = RELEASE_ABOVE) -> bool:
+    """Hand the heap's free memory back to the system when it holds more than ``above`` bytes.
+
+    Call once per task (a no-op outside workers). Below the bound the memory stays for the
+    next task: trimming it every time made the next volume fault ~100 MB of scratch back in
+    (about 5 % of a preprocessing task). Returns whether it trimmed.
+    """
+    libc = _state["libc"]
+    if libc is None:
+        return False
+    free = free_heap()
+    if free is not None and free <= above:
+        return False
+    libc.malloc_trim(0)
+    return True

@@ -163,3 +163,31 @@ def test_worker_tuning_applies_each_setting(dask_client):
     assert all(dask_client.run(lambda: workers._state["libc"] is not None).values())
     workers.tune_worker(opencv_threads=1)  # the client's own process is left alone
     assert workers._state["opencv_threads"] is None
+
+
+def _churn_and_release(mb: int) -> tuple[bool, bool, int, int]:
+    """In a worker: free ``mb`` MiB of heap scratch, then release with a bound above and below it."""
+    import numpy as np
+
+    from pipeline import workers
+
+    workers.tune_worker(codec_threads=1)
+    blocks = [np.ones(2**20, np.uint8) for _ in range(mb)]  # 1 MiB each: from the heap, not mmap
+    pin = np.ones(2**16, np.uint8)  # above them: the freed blocks are not at the heap's top, so not trimmed on free
+    del blocks
+    free = workers.free_heap() or 0
+    kept = workers.release_memory(above=free + 1)
+    after_kept = workers.free_heap() or 0
+    trimmed = workers.release_memory(above=free // 2)
+    del pin
+    return kept, trimmed, free, after_kept
+
+
+def test_worker_memory_is_released_only_above_the_bound(dask_client):
+    from pipeline import workers
+
+    assert workers.RELEASE_ABOVE == 256 * 2**20
+    for kept, trimmed, free, after_kept in dask_client.run(_churn_and_release, 64).values():
+        assert free >= 32 * 2**20 and after_kept == free  # under the bound: kept for the next task
+        assert kept is False and trimmed is True
+    assert workers.release_memory(above=0) is False  # the client's own process is left alone
