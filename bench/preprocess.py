@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_scaling  # bench/machine.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -134,28 +135,6 @@ def _warm() -> bool:
     from pipeline.preprocess import runner  # noqa: F401
 
     return True
-
-
-def _spin(n: int) -> float:
-    start = time.perf_counter()
-    x = 0
-    for i in range(n):
-        x += i * i
-    return time.perf_counter() - start
-
-
-def cpu_scaling(n: int = 5_000_000) -> float:
-    """How much faster 2 processes finish 2 units of pure-Python work than 1 process does 1 each, twice.
-
-    2.0 on an idle 2-core machine; near 1.0 when other programs (or CPU quotas of other
-    cgroups) leave us one core. The 2-worker target can only be judged when this is ~2.
-    """
-    from multiprocessing import get_context
-
-    with get_context("spawn").Pool(2) as pool:
-        one = min(pool.apply(_spin, (n,)) for _ in range(2))
-        two = max(pool.map(_spin, [n, n]))
-    return 2 * one / two
 
 
 CHANNELS = ("Hoechst", "Cy3", "GFP")
