@@ -1,6 +1,6 @@
 """Benchmark U-Net training throughput (voxels/s) and peak memory, per model size and device.
 
-    python bench/train.py [--steps 6] [--warmup 2] [--batch 2] [--patch 16 64 64] [--threads N] [--sizes tiny default medium thesis]
+    python bench/train.py [--steps 6] [--warmup 2] [--batch 2] [--patch 16 64 64] [--threads N] [--sizes tiny small default thesis]
 
 Each (size, device) case runs in its own subprocess, so its peak memory is its own:
 a training step is patch sampling + augmentation + forward + loss (IoU, thesis
@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 
 SIZES = {
     "tiny": {"features": [8, 16], "pool": [[1, 2, 2]], "norm": "group"},
-    "default": {"features": [12, 24, 48], "pool": [[1, 2, 2], [2, 2, 2]], "norm": "group"},  # the shipped model
-    "medium": {"features": [16, 32, 64], "pool": [[1, 2, 2], [2, 2, 2]], "norm": "group"},
+    "small": {"features": [12, 24, 48], "pool": [[1, 2, 2], [2, 2, 2]], "norm": "group"},
+    "default": {"features": [16, 32, 64], "pool": [[1, 2, 2], [2, 2, 2]], "norm": "group"},  # the shipped model
     "thesis": {"features": [64, 128, 256], "pool": [[1, 2, 2], [2, 2, 2]]},
 }
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--patch", type=int, nargs=3, default=[16, 64, 64])
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "default", "medium", "thesis"], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "default", "thesis"], choices=list(SIZES))
     parser.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
 #   pipeline/data/models/unet-default/reproduce.sh [WORKDIR] [DATA]
 #
 # WORKDIR (default runs/unet-default-build) receives the training set and the run; DATA is the
-# folder of public samples (default ../shared/data). Runs on a CPU (about half an hour of two
+# folder of public samples (default ../shared/data). Runs on a CPU (about an hour of two
 # cores); set DEVICE=cuda to train on a GPU. The result is copied here only with INSTALL=1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
