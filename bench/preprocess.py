@@ -1,6 +1,6 @@
 """Benchmark the preprocessing stage: Dask with 1 and 2 workers against the bare chain in a loop.
 
-    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 12] [--store DIR]
+    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 3] [--store DIR]
 
 Makes a demo plate (3 channels x T time points of 21 x 512 x 512 uint16; a synthetic
 spheroid from ``pipeline.synth`` when that module is available, else Gaussian nuclei on
@@ -18,13 +18,16 @@ noise with bright specks), then measures in the same run, with the thesis chain 
   ``run_preprocess`` call with 2 workers are reported beside it). The output image is
   created exactly as ``run_preprocess`` creates it (same codec).
 
-The two clusters stay up for the whole run. Each round takes two time points (6 volumes,
-3 per worker with 2 workers) and runs the four variants on them back to back, a few
-seconds each; every ratio is the median over rounds (``--rounds``, after one uncounted
-warm-up round) of the ratio within a round. A shared host's single-core speed was seen
-to drift by 30 % from one minute to the next: long back-to-back runs per variant, or the
-best round of each, turn that drift into the result; short paired rounds cancel it.
-Throughput over all rounds and the best round of each variant are reported beside it.
+The two clusters stay up for the whole run. The volumes are taken four at a time (two for
+each of 2 workers) and each group goes through the four variants back to back, a second or
+two each; every ratio is the median, over all groups of all rounds (``--rounds``), of the
+ratio measured on that group. Each variant's processes first handle one untimed volume
+(one per worker), so that none starts its timed run from idle. Both matter on a shared
+host: its single-core speed was seen to drift by 30 % within a minute, and a process that
+had slept for a second ran the chain 18-39 % slower than one that had been busy; long
+back-to-back runs per variant, the best round of each, or a worker that idled while the
+other variants ran, turn that into the result. Throughput over all groups and the best
+group of each variant are reported beside it.
 
 Targets: 2 workers >= 1.7x one worker; the Dask path per worker within 15 % of the plain
 loop (``dask_1 / loop >= 0.85``). Writes ``bench/results/preprocess.json`` with the machine
@@ -140,28 +143,31 @@ def _warm() -> bool:
 CHANNELS = ("Hoechst", "Cy3", "GFP")
 
 
-def time_loop(data: np.ndarray, config, times: list[int]) -> float:
-    """Seconds for the bare chain on the volumes of time points ``times`` (in memory, one thread)."""
+def time_loop(data: np.ndarray, config, tasks: list, warm: list) -> float:
+    """Seconds for the bare chain on the volumes of ``tasks`` (held in memory, OpenCV on one thread),
+    right after an untimed run on ``warm``."""
     import cv2
 
     from pipeline.preprocess.chain import apply_chain
 
     cv2.setNumThreads(1)
+    for task in warm[:1]:
+        apply_chain(data[task.t, task.c], config.chain_for(CHANNELS[task.c]))
     start = time.perf_counter()
-    for t in times:
-        for c in range(data.shape[1]):
-            apply_chain(data[t, c], config.chain_for(CHANNELS[c]))
+    for task in tasks:
+        apply_chain(data[task.t, task.c], config.chain_for(CHANNELS[task.c]))
     return time.perf_counter() - start
 
 
-def time_loop_io(url: str, config, times: list[int]) -> float:
-    """Seconds for the worker's own function on those volumes, in a plain loop."""
+def time_loop_io(location, tasks: list, warm: list) -> float:
+    """Seconds for the worker's own function on those volumes, in a plain loop (after a warm-up)."""
     from pipeline.preprocess.runner import process_volume
 
-    plate, tasks = prepared_tasks(url, config, times)
+    for task in warm[:1]:
+        process_volume(task, location)
     start = time.perf_counter()
     for task in tasks:
-        process_volume(task, plate.location)
+        process_volume(task, location)
     return time.perf_counter() - start
 
 
@@ -181,14 +187,15 @@ def start_cluster(workers: int):
     return manager, client, startup
 
 
-def time_dask(url: str, config, client, times: list[int]) -> float:
-    """Seconds from submitting those volumes' tasks to ``run_tasks`` to the last result."""
+def time_dask(location, client, tasks: list, warm: list) -> float:
+    """Seconds from submitting those volumes' tasks to ``run_tasks`` to the last result, right
+    after one untimed warm-up task per worker."""
     from pipeline.preprocess.runner import process_volume
     from pipeline.runner import run_tasks
 
-    plate, tasks = prepared_tasks(url, config, times)
+    run_tasks(client, process_volume, warm[: len(client.scheduler_info()["workers"])], desc="warm", progress=False, location=location)
     start = time.perf_counter()
-    results = run_tasks(client, process_volume, tasks, desc="dask", progress=False, location=plate.location)
+    results = run_tasks(client, process_volume, tasks, desc="dask", progress=False, location=location)
     took = time.perf_counter() - start
     CHAIN_IN_WORKERS.append(sum(r["seconds"] for r in results))
     return took
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(21, 512, 512))
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "preprocess.yaml")
     parser.add_argument("--store", type=Path, default=None, help="Folder for the demo plate (a temporary one by default).")
-    parser.add_argument("--rounds", type=int, default=12, help="Interleaved rounds of 2 time points each (after one warm-up round).")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds over all volumes, 2 volumes per paired step (after a warm-up).")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "preprocess.json")
     args = parser.parse_args(argv)
     if args.timepoints < 2:
@@ -258,37 +265,41 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data, source = demo_data(args.timepoints, tuple(args.shape))
     LOG.info("demo data %s from %s in %.1f s", data.shape, source, time.perf_counter() - t0)
-    per_round = 2 * data.shape[1]  # 2 time points: 6 volumes, 3 for each of 2 workers
+    per_step = 4  # volumes per measurement: two for each of 2 workers
     seconds: dict[str, list[float]] = {k: [] for k in VARIANTS}
     clusters = {}
     with tempfile.TemporaryDirectory(dir=args.store) as tmp:
         url = str(Path(tmp) / "bench.zarr")
         make_plate(url, data)
+        plate, tasks = prepared_tasks(url, config)  # every variant rewrites the same output volumes
+        steps = [tasks[i : i + per_step] for i in range(0, len(tasks) - per_step + 1, per_step)]
+        warm = {id(step): [tasks[(i * per_step - 1 - k) % len(tasks)] for k in range(2)] for i, step in enumerate(steps)}
         try:
-            for workers in (1, 2):  # both stay up: every round measures the four variants back to back
+            for workers in (1, 2):  # both stay up: every step measures the four variants back to back
                 clusters[workers] = start_cluster(workers)
             startup = {w: round(c[2], 3) for w, c in clusters.items()}
             for r in range(-1, args.rounds):  # round -1 warms every variant up and is not counted
-                first = (2 * max(r, 0)) % data.shape[0]
-                times = [first, (first + 1) % data.shape[0]]
-                took = {
-                    "loop": time_loop(data, config, times),
-                    "loop_io": time_loop_io(url, config, times),
-                    "dask_1": time_dask(url, config, clusters[1][1], times),
-                    "dask_2": time_dask(url, config, clusters[2][1], times),
-                }
+                for step in steps if r >= 0 else steps[:2]:
+                    before = warm[id(step)]  # other volumes: each variant's processes start its step busy
+                    took = {
+                        "loop": time_loop(data, config, step, before),
+                        "loop_io": time_loop_io(plate.location, step, before),
+                        "dask_1": time_dask(plate.location, clusters[1][1], step, before),
+                        "dask_2": time_dask(plate.location, clusters[2][1], step, before),
+                    }
+                    if r >= 0:
+                        for k, v in took.items():
+                            seconds[k].append(v)
                 if r < 0:
                     continue
-                for k, v in took.items():
-                    seconds[k].append(v)
+                done = slice(-len(steps), None)
                 LOG.info(
-                    "round %2d (t=%s): %s volumes/s  (load %.1f; chain in dask_1 %.2f s, loop %.2f s)",
+                    "round %d: %s volumes/s  (load %.1f; chain in dask_1 %.2f s, loop %.2f s)",
                     r + 1,
-                    times,
-                    "  ".join(f"{k} {per_round / v:.2f}" for k, v in took.items()),
+                    "  ".join(f"{k} {per_step * len(steps) / sum(v[done]):.2f}" for k, v in seconds.items()),
                     os.getloadavg()[0],
-                    CHAIN_IN_WORKERS[-2],
-                    took["loop"],
+                    sum(CHAIN_IN_WORKERS[-2 * len(steps) :: 2]),
+                    sum(seconds["loop"][done]),
                 )
         finally:
             for manager, _, _ in clusters.values():
@@ -298,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling_after = cpu_scaling()
 
     def paired(num: str, den: str, per: float = 1.0) -> float:
-        """Median over rounds of ``den``'s time over ``num``'s (a throughput ratio), both from the same round."""
+        """Median over steps of ``den``'s time over ``num``'s (a throughput ratio), both on the same volumes."""
         return float(np.median([b / a / per for a, b in zip(seconds[num], seconds[den])]))
 
     speedup = paired("dask_2", "dask_1")
@@ -311,12 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"shape": list(data.shape), "dtype": "uint16", "source": source, "volumes": int(data.shape[0] * data.shape[1])},
         "chain": [s.step for s in config.chain if s.enabled],
         "rounds": args.rounds,
-        "volumes_per_round": per_round,
-        **{k: summarise(v, per_round) for k, v in seconds.items()},
+        "volumes_per_step": per_step,
+        "paired_steps": len(seconds["loop"]),
+        **{k: summarise(v, per_step) for k, v in seconds.items()},
         "round_seconds": {k: [round(x, 4) for x in v] for k, v in seconds.items()},
         "cluster_start_s": startup,
         "run_preprocess_2_workers": stage,
-        "ratios": "median over rounds of the ratio of two variants measured back to back in that round",
+        "ratios": "median over steps of the ratio of two variants measured back to back on the same 2 volumes",
         "speedup_2_vs_1": speedup,
         "dask_1_vs_loop": efficiency,
         "dask_2_per_worker_vs_loop": efficiency_2,
@@ -335,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     LOG.info(
         "%s: 2 workers %.2fx one (target >= %.1f); dask 1 worker %.0f %% of the bare-chain loop (target >= %.0f %%), "
-        "%.0f %% of the same loop with Zarr I/O; 2 workers per worker %.0f %% (medians of %d paired rounds); "
+        "%.0f %% of the same loop with Zarr I/O; 2 workers per worker %.0f %% (medians of %d paired steps); "
         "load %s -> %s; CPU for 2 processes %.2fx -> %.2fx one; wrote %s",
         "PASS" if ok else "FAIL",
         speedup,
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         100 * EFFICIENCY_TARGET,
         100 * efficiency_io,
         100 * efficiency_2,
-        args.rounds,
+        len(seconds["loop"]),
         result["machine"]["load_before"],
         result["machine"]["load_after"],
         scaling_before,
