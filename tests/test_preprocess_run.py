@@ -68,9 +68,13 @@ def test_distributed_equals_single_process(tmp_path, dask_client):
     field = plate.field("B10")
     out = field.image("preprocessed")
     assert out.dtype == np.float32 and out.shape == data.shape and out.chunks == field.image().chunks
-    codec = out.metadata.codecs[-1]
+    stored = field.stored_image("preprocessed")  # the integers before `normalize`, plus its map per volume
+    assert stored.dtype == np.uint16 and field.attrs("preprocessed")["stored"] == {"as": "normalized", "dtype": "uint16", "array": "normalization"}
+    codec = stored.metadata.codecs[-1]
     assert codec.cname.value == config.compression == "lz4" and codec.clevel == config.compression_level == 1
-    np.testing.assert_array_equal(out[:], expected(data, config))
+    np.testing.assert_array_equal(out[:], expected(data, config))  # float32, bit for bit
+    np.testing.assert_array_equal(out[1, 2], expected(data, config)[1, 2])
+    np.testing.assert_array_equal(out[:, 1, 2:], expected(data, config)[:, 1, 2:])
     assert field.is_complete("preprocessed")
     attrs = field.attrs("preprocessed")
     assert attrs["dtype"] == "float32" and attrs["source"] == "raw"
@@ -93,16 +97,16 @@ def test_rerun_skips_done_volumes_and_resumes(tmp_path, dask_client):
     field = plate.field("B10")
     out = plate.location.open_array(field.array_path("preprocessed"), mode="r+")
     done = plate.location.open_array(field.array_path("preprocessed").rsplit("/", 1)[0] + "/done", mode="r+")
-    out[0, 0] = -1.0  # a done volume changed behind our back: must be left alone
-    out[1, 2] = 0.0  # an interrupted volume: written partly, not marked done
+    out[0, 0] = 7  # a done volume changed behind our back: must be left alone
+    out[1, 2] = 0  # an interrupted volume: written partly, not marked done
     done[1, 2] = 0
     field.update_attrs("preprocessed", complete=False)
 
     summary = run_preprocess(Plate.open(url, mode="r+"), config, progress=False, client=dask_client)
     assert summary["volumes"] == 1 and summary["skipped"] == 5
     exp = expected(data, config)
-    assert (out[0, 0] == -1.0).all()
-    np.testing.assert_array_equal(out[1, 2], exp[1, 2])
+    assert (out[0, 0] == 7).all()
+    np.testing.assert_array_equal(Plate.open(url).field("B10").image("preprocessed")[1, 2], exp[1, 2])
     assert Plate.open(url).field("B10").is_complete("preprocessed")
 
     again = run_preprocess(Plate.open(url, mode="r+"), config, progress=False)  # nothing to do: no cluster
@@ -184,6 +188,9 @@ def test_block_mode_through_the_stage(tmp_path, dask_client):
     field = Plate.open(url).field("B10")
     np.testing.assert_array_equal(field.image("preprocessed")[:], expected(data, config))
     assert field.attrs("preprocessed")["block_shape"] == [2, 0, 0]
+    assert field.stored_image("preprocessed").dtype == np.float32  # blocks share one histogram: stored as floats
+    with pytest.raises(StoreError, match=r"stored as float32\); pass --overwrite"):  # whole volumes would store integers
+        run_preprocess(Plate.open(url, mode="r+"), PreprocessConfig(), progress=False, client=dask_client)
 
 
 # -- bad input: clear errors before any work ---------------------------------------------------------

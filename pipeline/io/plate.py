@@ -28,14 +28,14 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from pipeline.errors import InputError, StoreError
-from pipeline.io import ngff
+from pipeline.io import affine, ngff
 from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
 
 LOG = logging.getLogger(__name__)
 
 RAW = "raw"
-RESERVED = {"labels", "tables", "done", "0"}
+RESERVED = {"labels", "tables", "done", "0", "normalization"}
 _WELL = re.compile(r"^([A-Za-z]{1,2})[/_-]?0*([0-9]{1,3})$")
 
 
@@ -259,6 +259,7 @@ class Field:
         attrs: dict[str, Any] | None = None,
         compression_level: int = DEFAULT_LEVEL,
         codec: str = "zstd",
+        normalized: bool = False,
     ) -> zarr.Array:
         """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
 
@@ -266,10 +267,23 @@ class Field:
         with the same shape, dtype and chunks is kept (so an interrupted stage resumes)
         unless ``overwrite`` is set; one that differs raises :class:`StoreError`.
         ``compression_level`` and ``codec`` (``"zstd"`` or ``"lz4"``) select the Blosc
-        compression (see :func:`compressor`).
+        compression (see :func:`compressor`). With ``normalized`` the image holds float32
+        values stored as ``dtype`` integers plus one linear map per volume (see
+        :mod:`pipeline.io.affine`); :meth:`image` then returns the float32 view.
         """
         return self._create(
-            self.image_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=False, level=compression_level, codec=codec
+            self.image_path(name),
+            name,
+            shape,
+            dtype,
+            meta,
+            chunk_yx,
+            overwrite,
+            attrs,
+            label=False,
+            level=compression_level,
+            codec=codec,
+            normalized=normalized,
         )
 
     def create_labels(
@@ -286,7 +300,7 @@ class Field:
         """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
         return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
 
-    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL, codec="zstd"):
+    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL, codec="zstd", normalized=False):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 5:
             raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
@@ -296,7 +310,8 @@ class Field:
         root = self.plate.group
         if gpath in root and not overwrite:
             existing = root[f"{gpath}/0"] if f"{gpath}/0" in root else None
-            if existing is not None and existing.shape == shape and existing.dtype == np.dtype(dtype) and existing.chunks == chunks:
+            same_kind = affine.is_stored_normalized(dict(root[gpath].attrs.get("spheroid", {}))) == normalized
+            if existing is not None and existing.shape == shape and existing.dtype == np.dtype(dtype) and existing.chunks == chunks and same_kind:
                 LOG.info("resuming into existing %s", self.plate.location.child(gpath))
                 return existing
             if existing is not None:
@@ -305,7 +320,7 @@ class Field:
                     f"chunks {existing.chunks}; pass --overwrite to replace it"
                 )
         group = root.require_group(gpath)
-        for child in ("0", "done"):
+        for child in ("0", "done", affine.ARRAY):
             if child in group:
                 del group[child]
         array = group.create_array(
@@ -318,13 +333,17 @@ class Field:
             dimension_names=list(ngff.AXES),
         )
         group.create_array("done", shape=shape[:2], chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
+        stored = {}
+        if normalized:  # one chunk per volume: workers write their own (t, c) entry
+            group.create_array(affine.ARRAY, shape=(*shape[:2], 3), chunks=(1, 1, 3), dtype="float64", fill_value=np.nan, compressors=None)
+            stored = {"stored": affine.stored_attrs(dtype)}
         if label:
             ome = ngff.label_attrs(meta, name)
             ngff.register_label(root.require_group(f"{self.path}/labels"), name)
         else:
             window = np.iinfo(dtype).max if np.issubdtype(np.dtype(dtype), np.integer) else 1.0
             ome = ngff.image_attrs(meta, name=name, window_max=window)
-        group.attrs.update({"ome": ome, "spheroid": {"complete": False, **(attrs or {})}})
+        group.attrs.update({"ome": ome, "spheroid": {"complete": False, **(attrs or {}), **stored}})
         return array
 
     def has_image(self, name: str = RAW) -> bool:
@@ -338,8 +357,20 @@ class Field:
             raise StoreError(f"{self.plate.location.child(gpath)}: no such image in the store")
         return self.plate.group[gpath]
 
-    def image(self, name: str = RAW) -> zarr.Array:
-        """The ``t, c, z, y, x`` array of image ``name``."""
+    def image(self, name: str = RAW) -> "zarr.Array | affine.NormalizedImage":
+        """The ``t, c, z, y, x`` array of image ``name``.
+
+        For an image stored as integers plus per-volume linear maps, a read-only float32
+        view (:class:`~pipeline.io.affine.NormalizedImage`); :meth:`stored_image` gives the
+        integers.
+        """
+        group = self._group(self.image_path(name))
+        if affine.is_stored_normalized(dict(group.attrs.get("spheroid", {}))):
+            return affine.NormalizedImage(group["0"], group[affine.ARRAY], where=self.plate.location.child(self.image_path(name)))
+        return group["0"]
+
+    def stored_image(self, name: str = RAW) -> zarr.Array:
+        """The zarr array image ``name`` is stored in, whatever it represents."""
         return self._group(self.image_path(name))["0"]
 
     def labels(self, name: str = "nuclei") -> zarr.Array:

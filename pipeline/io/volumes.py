@@ -12,6 +12,7 @@ import logging
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.io import affine
 from pipeline.io.chunks import get_volume_chunks, put_volume_chunks
 from pipeline.io.location import Location
 
@@ -32,11 +33,32 @@ def read_volume(location: Location, array_path: str, t: int, c: int) -> np.ndarr
     """Read volume ``(t, c)`` (``z, y, x``) of the array at ``array_path``.
 
     Decodes the chunks directly for the store's own layout (see
-    :func:`~pipeline.io.chunks.get_volume_chunks`), through zarr otherwise.
+    :func:`~pipeline.io.chunks.get_volume_chunks`), through zarr otherwise. An image
+    stored as integers plus per-volume linear maps (:mod:`pipeline.io.affine`) gives its
+    float32 values.
     """
     array = location.open_array(array_path)
-    volume = get_volume_chunks(array, t, c, where=location.child(array_path))
-    return array[t, c] if volume is None else volume
+    where = location.child(array_path)
+    volume = get_volume_chunks(array, t, c, where=where)
+    volume = array[t, c] if volume is None else volume
+    group_path = array_path.rsplit("/", 1)[0] if "/" in array_path else ""
+    if affine.is_stored_normalized(dict(location.open_group(group_path).attrs.get("spheroid", {}))):
+        params = location.open_array(f"{group_path}/{affine.ARRAY}" if group_path else affine.ARRAY)[t, c]
+        volume = affine.normalized(volume, params, where=f"{where} t={t} c={c}")
+    return volume
+
+
+def write_normalized_volume(
+    location: Location, array_path: str, t: int, c: int, volume: np.ndarray, low: float, high: float, clip: bool, **kwargs
+) -> dict:
+    """Write the integers of volume ``(t, c)`` of a normalised image and its linear map, then mark it done.
+
+    The map is written first: a volume is marked done (by :func:`write_volume`) only once
+    both are in place. ``kwargs`` go to :func:`write_volume`.
+    """
+    group_path = array_path.rsplit("/", 1)[0]
+    location.open_array(f"{group_path}/{affine.ARRAY}", mode="r+")[t, c] = (float(low), float(high), float(bool(clip)))
+    return write_volume(location, array_path, t, c, volume, **kwargs)
 
 
 def write_volume(

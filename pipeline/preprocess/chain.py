@@ -206,6 +206,22 @@ def apply_chain(volume: np.ndarray, chain: Sequence) -> np.ndarray:
     return volume
 
 
+def split_normalize(chain: Sequence, in_dtype: np.dtype) -> tuple[list, Any] | None:
+    """``(steps before, normalize step)`` when ``chain`` ends with ``normalize`` applied to integers.
+
+    Then the chain's float32 result is a linear map of the integer volume the other steps
+    produce, and can be stored as those integers plus the map (see :mod:`pipeline.io.affine`).
+    ``None`` otherwise.
+    """
+    steps_on = enabled(chain)
+    if not steps_on or StepName(steps_on[-1].step) is not StepName.NORMALIZE:
+        return None
+    before = steps_on[:-1]
+    if not np.issubdtype(chain_dtype(before, in_dtype), np.unsignedinteger):
+        return None
+    return before, steps_on[-1]
+
+
 def chain_dtype(chain: Sequence, in_dtype: np.dtype) -> np.dtype:
     """The dtype ``apply_chain`` returns for ``in_dtype`` input."""
     dtype = np.dtype(in_dtype)

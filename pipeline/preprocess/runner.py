@@ -26,8 +26,9 @@ from pipeline.errors import ConfigError, InputError, StoreError
 from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Field, Plate
-from pipeline.io.volumes import read_volume, write_volume
+from pipeline.io.volumes import read_volume, write_normalized_volume, write_volume
 from pipeline.preprocess import chain as ch
+from pipeline.preprocess import steps
 from pipeline import workers
 from pipeline.provenance import provenance
 
@@ -53,6 +54,9 @@ class VolumeTask:
     c: int
     channel: str
     chain: tuple
+    normalized: bool = False
+    """Store the integers before the final ``normalize`` step plus its linear map
+    (:mod:`pipeline.io.affine`) instead of the float32 result."""
 
 
 @dataclass
@@ -68,12 +72,29 @@ class FieldPlan:
     signature: str
     tasks: list[VolumeTask] = dataclass_field(default_factory=list)
     skipped: int = 0
+    stored_dtype: np.dtype | None = None
+    """Set when the output is stored as integers of this dtype plus per-volume linear maps."""
 
 
 def output_dtype(chains: dict[str, list], in_dtype: np.dtype) -> np.dtype:
-    """Stored dtype of the output image: float32 if any channel's chain normalises
+    """Dtype of the output image: float32 if any channel's chain normalises
     (uint channels are stored exactly as float32), else the widest unsigned result."""
     return np.result_type(*[ch.chain_dtype(c, in_dtype) for c in chains.values()])
+
+
+def normalized_storage(chains: dict[str, list], in_dtype: np.dtype, block_shape) -> np.dtype | None:
+    """The integer dtype to store the output in, when every channel's chain ends with
+    ``normalize`` on integers and volumes are processed whole; else ``None`` (float32 as is).
+
+    The float32 result is then a linear map of those integers: storing them with the map
+    (:mod:`pipeline.io.affine`) halves the bytes and loses nothing.
+    """
+    if block_shape is not None:
+        return None
+    splits = [ch.split_normalize(c, in_dtype) for c in chains.values()]
+    if not splits or any(s is None for s in splits):
+        return None
+    return np.result_type(*[ch.chain_dtype(before, in_dtype) for before, _ in splits])
 
 
 def plan(
@@ -140,7 +161,8 @@ def plan(
                     raise ConfigError(f"{source}: {exc}") from None
         dtype = output_dtype(chains, array.dtype)
         signature = ch.chain_signature(chains)
-        fp = FieldPlan(fld, tuple(array.shape), tuple(array.chunks[3:]), meta, dtype, chains, signature)
+        stored = normalized_storage(chains, array.dtype, config.block_shape)
+        fp = FieldPlan(fld, tuple(array.shape), tuple(array.chunks[3:]), meta, dtype, chains, signature, stored_dtype=stored)
         _check_existing(fp, config, overwrite)
         done = fld.done(config.output) if fld.has_image(config.output) and not overwrite else np.zeros(array.shape[:2], bool)
         for t in range(array.shape[0]):
@@ -149,7 +171,16 @@ def plan(
                     fp.skipped += 1
                     continue
                 fp.tasks.append(
-                    VolumeTask(str(fld), fld.array_path(config.input), fld.array_path(config.output), t, c, name, tuple(chains[name]))
+                    VolumeTask(
+                        str(fld),
+                        fld.array_path(config.input),
+                        fld.array_path(config.output),
+                        t,
+                        c,
+                        name,
+                        tuple(chains[name]),
+                        normalized=stored is not None,
+                    )
                 )
         plans.append(fp)
     return plans
@@ -164,8 +195,9 @@ def _check_existing(fp: FieldPlan, config: PreprocessConfig, overwrite: bool) ->
     where = f"{fld.plate.location.url}: field {fld} image '{config.output}'"
     if attrs.get("signature") != fp.signature:
         raise StoreError(f"{where} was written with another chain (signature {attrs.get('signature')} != {fp.signature}); pass --overwrite to recompute it")
-    if existing.shape != fp.shape or existing.dtype != fp.dtype:
-        raise StoreError(f"{where} exists with shape {existing.shape} {existing.dtype}; pass --overwrite to replace it")
+    stored = fld.stored_image(config.output).dtype
+    if existing.shape != fp.shape or existing.dtype != fp.dtype or stored != (fp.stored_dtype or fp.dtype):
+        raise StoreError(f"{where} exists with shape {existing.shape} {existing.dtype} (stored as {stored}); pass --overwrite to replace it")
 
 
 def process_volume(task: VolumeTask, location: Location) -> dict[str, Any]:
@@ -179,9 +211,16 @@ def process_volume(task: VolumeTask, location: Location) -> dict[str, Any]:
     tune_worker()
     volume = read_volume(location, task.src, task.t, task.c)
     start = time.perf_counter()
-    out = ch.apply_chain(volume, task.chain)
-    seconds = time.perf_counter() - start
-    info = write_volume(location, task.dst, task.t, task.c, out, stats=False)
+    if task.normalized:  # store the integers before `normalize` and its linear map
+        before, norm = ch.split_normalize(task.chain, volume.dtype)
+        out = ch.apply_chain(volume, before)
+        low, high = steps.normalize_bounds(out, low=norm.low, high=norm.high)
+        seconds = time.perf_counter() - start
+        info = write_normalized_volume(location, task.dst, task.t, task.c, out, low, high, norm.clip, stats=False)
+    else:
+        out = ch.apply_chain(volume, task.chain)
+        seconds = time.perf_counter() - start
+        info = write_volume(location, task.dst, task.t, task.c, out, stats=False)
     workers.release_memory()
     info.update(field=task.field, channel=task.channel, seconds=seconds)
     return info
@@ -241,13 +280,14 @@ def run_preprocess(
         fp.field.create_image(
             config.output,
             fp.shape,
-            fp.dtype,
+            fp.stored_dtype or fp.dtype,
             fp.meta,
             chunk_yx=fp.chunk_yx,
             overwrite=overwrite,
             attrs=_image_attrs(fp, config),
             compression_level=config.compression_level,
             codec=config.compression,
+            normalized=fp.stored_dtype is not None,
         )
     tasks = [task for fp in plans for task in fp.tasks]
     skipped = sum(fp.skipped for fp in plans)

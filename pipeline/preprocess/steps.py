@@ -363,6 +363,12 @@ def normalize(
     ``numpy.percentile``) map to 0 and 1; see
     :func:`pipeline.preprocess.normalize.percentile_normalize`.
     """
+    lo, hi = normalize_bounds(volume, low=low, high=high, hist=hist)
+    return normalize_range(volume, lo, hi, clip=clip)
+
+
+def normalize_bounds(volume: np.ndarray, *, low: float = 1.0, high: float = 99.8, hist: np.ndarray | None = None) -> tuple[float, float]:
+    """The values :func:`normalize` maps to 0 and 1: the ``low`` and ``high`` percentiles of ``volume``."""
     check_integer(volume, "normalize")
     lo, hi = percentiles_from_hist(_hist(volume, hist), [low, high])
-    return normalize_range(volume, float(lo), float(hi), clip=clip)
+    return float(lo), float(hi)
