@@ -16,7 +16,7 @@ noise with bright specks), then measures in the same run, with the thesis chain 
   single-threaded worker processes, timed from submission to the last result once the
   workers have imported their libraries (cluster start-up and one whole
   ``run_preprocess`` call with 2 workers are reported beside it). The output image is
-  created exactly as ``run_preprocess`` creates it (same codec).
+  created by ``run_preprocess``'s own function (same codec and storage).
 
 The two clusters stay up for the whole run. The volumes are taken four at a time (two for
 each of 2 workers) and each group goes through the four variants back to back, a second or
@@ -110,21 +110,11 @@ def make_plate(url: str, data: np.ndarray):
 def prepared_tasks(url: str, config, times: list[int] | None = None):
     """Plan a fresh run (output recreated) and return ``(plate, tasks)``, only those of ``times`` if given."""
     from pipeline.io.plate import Plate
-    from pipeline.preprocess.runner import plan
+    from pipeline.preprocess.runner import create_outputs, plan
 
     plate = Plate.open(url, mode="r+")
     plans = plan(plate, config, overwrite=True)
-    for fp in plans:
-        fp.field.create_image(
-            config.output,
-            fp.shape,
-            fp.dtype,
-            fp.meta,
-            chunk_yx=fp.chunk_yx,
-            overwrite=True,
-            compression_level=config.compression_level,
-            codec=config.compression,  # as run_preprocess creates it
-        )
+    create_outputs(plans, config, overwrite=True)  # exactly as run_preprocess creates them
     tasks = [task for fp in plans for task in fp.tasks]
     if times is not None:
         tasks = [task for task in tasks if task.t in times]

@@ -241,6 +241,23 @@ def _image_attrs(fp: FieldPlan, config: PreprocessConfig) -> dict[str, Any]:
     }
 
 
+def create_outputs(plans: Sequence[FieldPlan], config: PreprocessConfig, *, overwrite: bool = False) -> None:
+    """Create (or keep, to resume) each planned field's output image, with its attributes and codec."""
+    for fp in plans:
+        fp.field.create_image(
+            config.output,
+            fp.shape,
+            fp.stored_dtype or fp.dtype,
+            fp.meta,
+            chunk_yx=fp.chunk_yx,
+            overwrite=overwrite,
+            attrs=_image_attrs(fp, config),
+            compression_level=config.compression_level,
+            codec=config.compression,
+            normalized=fp.stored_dtype is not None,
+        )
+
+
 def run_preprocess(
     plate: Plate,
     config: PreprocessConfig,
@@ -276,19 +293,7 @@ def run_preprocess(
         ``{"fields", "volumes", "skipped", "seconds", "chain_seconds"}``.
     """
     plans = plan(plate, config, fields=fields, overwrite=overwrite, source=source)
-    for fp in plans:
-        fp.field.create_image(
-            config.output,
-            fp.shape,
-            fp.stored_dtype or fp.dtype,
-            fp.meta,
-            chunk_yx=fp.chunk_yx,
-            overwrite=overwrite,
-            attrs=_image_attrs(fp, config),
-            compression_level=config.compression_level,
-            codec=config.compression,
-            normalized=fp.stored_dtype is not None,
-        )
+    create_outputs(plans, config, overwrite=overwrite)
     tasks = [task for fp in plans for task in fp.tasks]
     skipped = sum(fp.skipped for fp in plans)
     if skipped:
