@@ -1,6 +1,6 @@
 """Benchmark the preprocessing stage: Dask with 1 and 2 workers against the bare chain in a loop.
 
-    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 3] [--store DIR]
+    python bench/preprocess.py [--timepoints 8] [--shape 21 512 512] [--rounds 5] [--store DIR]
 
 Makes a demo plate (3 channels x T time points of 21 x 512 x 512 uint16; a synthetic
 spheroid from ``pipeline.synth`` when that module is available, else Gaussian nuclei on
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(21, 512, 512))
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "preprocess.yaml")
     parser.add_argument("--store", type=Path, default=None, help="Folder for the demo plate (a temporary one by default).")
-    parser.add_argument("--rounds", type=int, default=3, help="Rounds over all volumes, 2 volumes per paired step (after a warm-up).")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds over all volumes in paired groups of 4 (30 pairs by default).")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "preprocess.json")
     args = parser.parse_args(argv)
     if args.timepoints < 2:
