@@ -107,18 +107,15 @@ def make_plate(url: str, data: np.ndarray):
     return plate
 
 
-def prepared_tasks(url: str, config, times: list[int] | None = None):
-    """Plan a fresh run (output recreated) and return ``(plate, tasks)``, only those of ``times`` if given."""
+def prepared_tasks(url: str, config):
+    """Plan a fresh run (output recreated) and return ``(plate, tasks)``."""
     from pipeline.io.plate import Plate
     from pipeline.preprocess.runner import create_outputs, plan
 
     plate = Plate.open(url, mode="r+")
     plans = plan(plate, config, overwrite=True)
     create_outputs(plans, config, overwrite=True)  # exactly as run_preprocess creates them
-    tasks = [task for fp in plans for task in fp.tasks]
-    if times is not None:
-        tasks = [task for task in tasks if task.t in times]
-    return plate, tasks
+    return plate, [task for fp in plans for task in fp.tasks]
 
 
 def _warm() -> bool:
@@ -220,11 +217,11 @@ CHAIN_IN_WORKERS: list[float] = []
 
 
 def summarise(seconds: list[float], volumes: int) -> dict:
-    """Throughput of a variant over all rounds, and its fastest round."""
+    """Throughput of a variant over all its paired groups, and its fastest group."""
     return {
         "seconds": float(sum(seconds)),
         "volumes_per_s": volumes * len(seconds) / sum(seconds),
-        "best_round_volumes_per_s": volumes / min(seconds),
+        "best_group_volumes_per_s": volumes / min(seconds),
     }
 
 

@@ -68,6 +68,8 @@ def tune_worker(*, codec_threads: int | None = 1, opencv_threads: int | None = N
             libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
             libc.mallopt(M_TRIM_THRESHOLD, 256 * 2**20)
             libc.mallopt(M_ARENA_MAX, 2)
+            if hasattr(libc, "mallinfo2"):
+                libc.mallinfo2.restype = _MallInfo2
             _state["libc"] = libc
         except (OSError, AttributeError):  # pragma: no cover - not glibc
             LOG.debug("mallopt not available; allocator left as it is")
@@ -87,7 +89,6 @@ def free_heap() -> int | None:
     libc = _state["libc"]
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
-    libc.mallinfo2.restype = _MallInfo2
     return int(libc.mallinfo2().fordblks)
 
 

@@ -64,8 +64,7 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
     io = ChunkIO(array)
     chunk = array.chunks[2:]
     fill = array.fill_value
-    for index in itertools.product(*(range(math.ceil(n / k)) for n, k in zip(volume.shape, chunk))):
-        region = tuple(slice(i * k, min((i + 1) * k, n)) for i, k, n in zip(index, chunk, volume.shape))
+    for index, region in chunk_regions(volume.shape, chunk):
         block = volume[region]
         if block.shape != chunk:  # edge chunks are stored full size, padded with the fill value
             full = np.full(chunk, fill, dtype=volume.dtype)
@@ -111,8 +110,7 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray |
     out = np.empty(shape, dtype=array.dtype)
     io = ChunkIO(array)
     scratch = np.empty(chunk, dtype=dtype)
-    for index in itertools.product(*(range(math.ceil(n / k)) for n, k in zip(shape, chunk))):
-        region = tuple(slice(i * k, min((i + 1) * k, n)) for i, k, n in zip(index, chunk, shape))
+    for index, region in chunk_regions(shape, chunk):
         key = io.key((t, c, *index))
         encoded = io.get(key)
         if encoded is None:
@@ -124,6 +122,12 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray |
             raise StoreError(f"{where}: chunk {key} of t={t} c={c} cannot be decoded ({exc}); corrupt or truncated?") from exc
         out[region] = scratch[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
+
+
+def chunk_regions(shape: tuple[int, ...], chunk: tuple[int, ...]):
+    """Yield ``(chunk index, region of the volume)`` for every chunk of a regular grid."""
+    for index in itertools.product(*(range(math.ceil(n / k)) for n, k in zip(shape, chunk))):
+        yield index, tuple(slice(i * k, min((i + 1) * k, n)) for i, k, n in zip(index, chunk, shape))
 
 
 class ChunkIO:

@@ -23,19 +23,17 @@ import logging
 import re
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from pipeline.errors import InputError, StoreError
-from pipeline.io import affine, ngff
+from pipeline.io import ngff
+from pipeline.io.field import DEFAULT_LEVEL, RAW, RESERVED, Field, compressor
 from pipeline.io.location import Location
-from pipeline.io.ngff import ImageMeta
+
+__all__ = ["DEFAULT_LEVEL", "RAW", "RESERVED", "Field", "Plate", "compressor", "iter_volumes", "parse_field", "parse_well"]
 
 LOG = logging.getLogger(__name__)
 
-RAW = "raw"
-RESERVED = {"labels", "tables", "done", "0", "normalization"}
 _WELL = re.compile(r"^([A-Za-z]{1,2})[/_-]?0*([0-9]{1,3})$")
 
 
@@ -53,11 +51,6 @@ def parse_well(well: str) -> tuple[str, str]:
     return match.group(1).upper(), str(int(match.group(2)))
 
 
-DEFAULT_LEVEL = 3
-"""Default Blosc-zstd level (zstd's own default). On 16-bit confocal stacks with bit-shuffle,
-level 3 compresses within ~2.5% of level 5 at about half the CPU time."""
-
-
 def parse_field(spec: str) -> tuple[str, int]:
     """A field given as ``WELL/INDEX``: ``"B10/0"``, ``"B/10/0"`` or ``"B10"`` -> ``("B10", 0)``.
 
@@ -70,17 +63,6 @@ def parse_field(spec: str) -> tuple[str, int]:
     if not match:
         raise InputError(f"field {spec!r}: expected WELL/INDEX, like 'B10/0'")
     return match.group(1), int(match.group(2) or 0)
-
-
-def compressor(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> BloscCodec:
-    """The store's codec: Blosc with zstd and bit-shuffle (good on 16-bit microscopy).
-
-    ``cname="lz4"`` (byte shuffle) suits float images that hardly compress: it encodes
-    about 4x faster than zstd at a few percent more bytes.
-    """
-    if cname == "lz4":
-        return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
-    return BloscCodec(cname=cname, clevel=level, shuffle="bitshuffle")
 
 
 class Plate:
@@ -206,217 +188,6 @@ class Plate:
 
     def __repr__(self) -> str:
         return f"Plate({self.location.url!r}, fields={len(self.fields())})"
-
-
-class Field:
-    """One field of view of one well: a raw image plus derived images, labels and tables."""
-
-    def __init__(self, plate: Plate, row: str, column: str, index: int):
-        self.plate = plate
-        self.row = row
-        self.column = column
-        self.index = index
-
-    @property
-    def well(self) -> str:
-        return f"{self.row}{self.column}"
-
-    @property
-    def path(self) -> str:
-        return f"{self.row}/{self.column}/{self.index}"
-
-    def __str__(self) -> str:
-        return f"{self.well}/{self.index}"
-
-    def __repr__(self) -> str:
-        return f"Field({self})"
-
-    # -- paths ------------------------------------------------------------------------
-    def image_path(self, name: str = RAW) -> str:
-        """Group path of image ``name`` (``raw`` is the field group itself)."""
-        if name == RAW:
-            return self.path
-        if name in RESERVED or "/" in name.strip("/").replace("labels/", "", 1):
-            raise StoreError(f"image name {name!r} is reserved or not a plain name")
-        return f"{self.path}/{name}"
-
-    def label_path(self, name: str = "nuclei") -> str:
-        return f"{self.path}/labels/{name}"
-
-    def array_path(self, name: str = RAW) -> str:
-        return f"{self.image_path(name)}/0"
-
-    # -- images -----------------------------------------------------------------------
-    def create_image(
-        self,
-        name: str,
-        shape: tuple[int, int, int, int, int],
-        dtype: np.dtype | str,
-        meta: ImageMeta,
-        *,
-        chunk_yx: tuple[int, int] = (256, 256),
-        overwrite: bool = False,
-        attrs: dict[str, Any] | None = None,
-        compression_level: int = DEFAULT_LEVEL,
-        codec: str = "zstd",
-        normalized: bool = False,
-    ) -> zarr.Array:
-        """Create image ``name`` with axes ``t, c, z, y, x``, its ``done`` array and NGFF metadata.
-
-        Chunks hold one ``(t, c)`` volume split in y/x by ``chunk_yx``. An existing image
-        with the same shape, dtype and chunks is kept (so an interrupted stage resumes)
-        unless ``overwrite`` is set; one that differs raises :class:`StoreError`.
-        ``compression_level`` and ``codec`` (``"zstd"`` or ``"lz4"``) select the Blosc
-        compression (see :func:`compressor`). With ``normalized`` the image holds float32
-        values stored as ``dtype`` integers plus one linear map per volume (see
-        :mod:`pipeline.io.affine`); :meth:`image` then returns the float32 view.
-        """
-        return self._create(
-            self.image_path(name),
-            name,
-            shape,
-            dtype,
-            meta,
-            chunk_yx,
-            overwrite,
-            attrs,
-            label=False,
-            level=compression_level,
-            codec=codec,
-            normalized=normalized,
-        )
-
-    def create_labels(
-        self,
-        name: str,
-        shape: tuple[int, int, int, int, int],
-        meta: ImageMeta,
-        *,
-        dtype: np.dtype | str = "uint32",
-        chunk_yx: tuple[int, int] = (256, 256),
-        overwrite: bool = False,
-        attrs: dict[str, Any] | None = None,
-    ) -> zarr.Array:
-        """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
-        return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
-
-    def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL, codec="zstd", normalized=False):
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 5:
-            raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
-        if shape[1] != len(meta.channels):
-            raise StoreError(f"{self.plate.location.child(gpath)}: {shape[1]} channels but {len(meta.channels)} channel names")
-        chunks = (1, 1, shape[2], min(chunk_yx[0], shape[3]), min(chunk_yx[1], shape[4]))
-        root = self.plate.group
-        if gpath in root and not overwrite:
-            existing = root[f"{gpath}/0"] if f"{gpath}/0" in root else None
-            same_kind = affine.is_stored_normalized(dict(root[gpath].attrs.get("spheroid", {}))) == normalized
-            if existing is not None and existing.shape == shape and existing.dtype == np.dtype(dtype) and existing.chunks == chunks and same_kind:
-                LOG.info("resuming into existing %s", self.plate.location.child(gpath))
-                return existing
-            if existing is not None:
-                raise StoreError(
-                    f"{self.plate.location.child(gpath)}: exists with shape {existing.shape} {existing.dtype}, "
-                    f"chunks {existing.chunks}; pass --overwrite to replace it"
-                )
-        group = root.require_group(gpath)
-        for child in ("0", "done", affine.ARRAY):
-            if child in group:
-                del group[child]
-        array = group.create_array(
-            "0",
-            shape=shape,
-            chunks=chunks,
-            dtype=dtype,
-            compressors=compressor(level, codec),
-            fill_value=0,
-            dimension_names=list(ngff.AXES),
-        )
-        group.create_array("done", shape=shape[:2], chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
-        stored = {}
-        if normalized:  # one chunk per volume: workers write their own (t, c) entry
-            group.create_array(affine.ARRAY, shape=(*shape[:2], 3), chunks=(1, 1, 3), dtype="float64", fill_value=np.nan, compressors=None)
-            stored = {"stored": affine.stored_attrs(dtype)}
-        if label:
-            ome = ngff.label_attrs(meta, name)
-            ngff.register_label(root.require_group(f"{self.path}/labels"), name)
-        else:
-            window = np.iinfo(dtype).max if np.issubdtype(np.dtype(dtype), np.integer) else 1.0
-            ome = ngff.image_attrs(meta, name=name, window_max=window)
-        group.attrs.update({"ome": ome, "spheroid": {"complete": False, **(attrs or {}), **stored}})
-        return array
-
-    def has_image(self, name: str = RAW) -> bool:
-        return f"{self.image_path(name)}/0" in self.plate.group
-
-    def has_labels(self, name: str = "nuclei") -> bool:
-        return f"{self.label_path(name)}/0" in self.plate.group
-
-    def _group(self, gpath: str) -> zarr.Group:
-        if f"{gpath}/0" not in self.plate.group:
-            raise StoreError(f"{self.plate.location.child(gpath)}: no such image in the store")
-        return self.plate.group[gpath]
-
-    def image(self, name: str = RAW) -> "zarr.Array | affine.NormalizedImage":
-        """The ``t, c, z, y, x`` array of image ``name``.
-
-        For an image stored as integers plus per-volume linear maps, a read-only float32
-        view (:class:`~pipeline.io.affine.NormalizedImage`); :meth:`stored_image` gives the
-        integers.
-        """
-        group = self._group(self.image_path(name))
-        if affine.is_stored_normalized(dict(group.attrs.get("spheroid", {}))):
-            return affine.NormalizedImage(group["0"], group[affine.ARRAY], where=self.plate.location.child(self.image_path(name)))
-        return group["0"]
-
-    def stored_image(self, name: str = RAW) -> zarr.Array:
-        """The zarr array image ``name`` is stored in, whatever it represents."""
-        return self._group(self.image_path(name))["0"]
-
-    def labels(self, name: str = "nuclei") -> zarr.Array:
-        return self._group(self.label_path(name))["0"]
-
-    def meta(self, name: str = RAW) -> ImageMeta:
-        """Channels, voxel size and time step of image ``name``."""
-        return ngff.read_image_meta(dict(self._group(self.image_path(name)).attrs))
-
-    def attrs(self, name: str = RAW, *, label: bool = False) -> dict[str, Any]:
-        """The ``spheroid`` attributes of an image (provenance, ``complete``...)."""
-        gpath = self.label_path(name) if label else self.image_path(name)
-        return dict(self._group(gpath).attrs.get("spheroid", {}))
-
-    def update_attrs(self, name: str = RAW, *, label: bool = False, **values: Any) -> None:
-        gpath = self.label_path(name) if label else self.image_path(name)
-        group = self._group(gpath)
-        attrs = dict(group.attrs.get("spheroid", {}))
-        attrs.update(values)
-        group.attrs["spheroid"] = attrs
-
-    # -- completion -------------------------------------------------------------------
-    def done(self, name: str = RAW, *, label: bool = False) -> np.ndarray:
-        """``(T, C)`` bool array: which volumes are written and verified."""
-        gpath = self.label_path(name) if label else self.image_path(name)
-        return self._group(gpath)["done"][:] > 0
-
-    def is_complete(self, name: str = RAW, *, label: bool = False) -> bool:
-        """True once every volume of the image is written and the stage has finished."""
-        try:
-            return bool(self.attrs(name, label=label).get("complete", False))
-        except StoreError:
-            return False
-
-    def mark_complete(self, name: str = RAW, *, label: bool = False, **values: Any) -> None:
-        """Set ``complete`` once every volume is done (raises if some are not)."""
-        missing = np.argwhere(~self.done(name, label=label))
-        if len(missing):
-            t, c = missing[0]
-            raise StoreError(f"{self}/{name}: {len(missing)} volume(s) not written (first: t={t}, c={c})")
-        self.update_attrs(name, label=label, complete=True, **values)
-
-    # -- tables -----------------------------------------------------------------------
-    def table_url(self, name: str) -> str:
-        """URL of the per-field table ``tables/<name>.parquet``."""
-        return self.plate.location.child(f"{self.path}/tables/{name}.parquet")
 
 
 def iter_volumes(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
