@@ -131,3 +131,44 @@ def test_read_volume_other_layouts_through_zarr(tmp_path, rng):
     data = rng.integers(0, 999, (2, 8, 8), dtype=np.uint16)
     group["img/0"][0, 0] = data
     np.testing.assert_array_equal(read_volume(Location(str(tmp_path / "s.zarr")), "img/0", 0, 0), data)
+
+
+def test_done_flags_and_normalization_rows_written_as_chunks_read_back_by_zarr(field, rng):
+    from pipeline.io.volumes import write_normalized_volume
+
+    shape = (3, 2, 2, 16, 16)
+    field.create_image("pre", shape, "uint16", ImageMeta(channels=("a", "b")), normalized=True)
+    location, path = field.plate.location, field.array_path("pre")
+    group = zarr.open_group(location.child(path.rsplit("/", 1)[0]), mode="r")
+    assert chunks.put_chunk(group["done"], (0, 0), 1)  # uncompressed, one entry a chunk: written directly
+    data = rng.integers(0, 1000, shape[2:], dtype=np.uint16)
+    write_normalized_volume(location, path, 2, 1, data, 10.0, 900.0, True)
+    assert group["done"][:].tolist() == [[1, 0], [0, 0], [0, 1]]
+    norm = group["normalization"][:]
+    assert norm[2, 1].tolist() == [10.0, 900.0, 1.0] and np.isnan(norm[0, 0]).all()
+    np.testing.assert_array_equal(read_volume(location, path, 2, 1), np.clip((data - 10.0) / 890.0, 0, 1).astype(np.float32))
+    assert not chunks.put_chunk(zarr.open_array(location.child(path), mode="r+"), (0, 0, 0, 0, 0), 1)  # Blosc: not this path
+    assert not chunks.put_chunk(group["normalization"], (0, 0, 0), [1.0, 2.0])  # not a whole chunk
+    with pytest.raises(IndexError, match="outside"):
+        chunks.put_chunk(group["done"], (3, 0), 1)
+
+
+def test_opened_nodes_are_reused_only_while_their_metadata_is_unchanged(tmp_path):
+    from pipeline.io.location import Location
+
+    location = Location(str(tmp_path / "s.zarr"))
+    root = zarr.open_group(location.url, mode="w")
+    root.create_array("a", shape=(2, 3), chunks=(1, 3), dtype="uint8")
+    first = location.open_array("a", mode="r+")
+    assert location.open_array("a", mode="r+") is first  # same zarr.json: the same object
+    assert location.open_array("a") is not first  # another mode: opened on its own
+    root.create_array("a", shape=(3, 2), chunks=(1, 2), dtype="uint8", overwrite=True)  # same JSON length
+    assert location.open_array("a", mode="r+").shape == (3, 2)
+    group = location.open_group()
+    zarr.open_group(location.url, mode="r+").attrs["x"] = 1  # attributes changed by someone else
+    assert location.open_group().attrs["x"] == 1 and location.open_group() is not group
+    memory = Location("memory://cache-test")
+    zarr.open_group(memory.url, mode="w").create_array("b", shape=(1,), dtype="uint8")
+    assert memory.open_array("b") is not memory.open_array("b")  # only local stores are kept
+    with pytest.raises(StoreError, match="no such array"):
+        location.open_array("missing")

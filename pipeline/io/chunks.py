@@ -82,6 +82,38 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
     return True
 
 
+def put_chunk(array, coords: tuple[int, ...], values) -> bool:
+    """Store ``values`` as the whole chunk at chunk coordinates ``coords`` of an uncompressed array.
+
+    For the small per-volume records beside an image (its ``done`` flags, the
+    ``normalization`` rows), whose chunks hold one volume's entry: the chunk's bytes are
+    the values in the array's dtype, little-endian, put in place as
+    :meth:`ChunkIO.put` does. A zarr write of the same entry goes through the event
+    loop and costs a few milliseconds per volume.
+
+    Returns
+    -------
+    bool
+        False (nothing written) when the array is not ``bytes`` alone on a regular grid,
+        or ``values`` is not exactly one chunk; the caller then writes through zarr.
+    """
+    from zarr.codecs import BytesCodec
+
+    codecs = array.metadata.codecs
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+        return False
+    if array.metadata.chunk_grid.__class__.__name__ != "RegularChunkGrid":
+        return False
+    data = np.asarray(values, dtype=array.dtype.newbyteorder("<"))
+    if data.size != math.prod(array.chunks):
+        return False
+    if any(i >= math.ceil(n / k) for i, n, k in zip(coords, array.shape, array.chunks)):
+        raise IndexError(f"chunk {coords} is outside an array of shape {array.shape}")
+    io = ChunkIO(array)
+    io.put(io.key(tuple(int(i) for i in coords)), data.tobytes())
+    return True
+
+
 def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray | None:
     """Read volume ``(t, c)`` of ``array`` by decoding its chunks directly.
 

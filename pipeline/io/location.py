@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +14,13 @@ import zarr
 from pipeline.errors import StoreError, require
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+_OPENED: OrderedDict[tuple, tuple[bytes, Any]] = OrderedDict()
+"""Arrays and groups of local stores opened by this process, with the metadata document
+they were opened from (see :meth:`Location._cached`)."""
+_OPENED_MAX = 64
+_OPENED_LOCK = threading.Lock()
 
 
 def url_scheme(url: str) -> str:
@@ -67,8 +77,41 @@ class Location:
         fs, root = fsspec.core.url_to_fs(self.url, **(self.storage_options if self.scheme != "file" else {}))
         return fs, root
 
+    def _cached(self, kind: str, path: str, mode: str, opener):
+        """``opener()``, or the object it gave before for the same metadata document.
+
+        Opening a zarr node parses its ``zarr.json`` and builds the codec pipeline: about a
+        millisecond, several times per volume a worker writes. For a local store in mode
+        ``"r"`` or ``"r+"`` the object is kept per process and handed out again while the
+        node's ``zarr.json`` holds the same bytes (a recreated or updated node is opened
+        afresh); other stores and modes always open.
+        """
+        if self.scheme != "file" or mode not in ("r", "r+"):
+            return opener()
+        doc = os.path.join(self.url, path.strip("/"), "zarr.json")
+        try:
+            with open(doc, "rb") as fh:
+                meta = fh.read()
+        except OSError:
+            return opener()  # let zarr report what is missing
+        key = (os.getpid(), kind, self.url, path.strip("/"), mode)
+        with _OPENED_LOCK:
+            hit = _OPENED.get(key)
+            if hit is not None and hit[0] == meta:
+                _OPENED.move_to_end(key)
+                return hit[1]
+        node = opener()
+        with _OPENED_LOCK:
+            _OPENED[key] = (meta, node)
+            while len(_OPENED) > _OPENED_MAX:
+                _OPENED.popitem(last=False)
+        return node
+
     def open_group(self, path: str = "", mode: str = "r") -> zarr.Group:
         """Open the group at ``path`` below the root."""
+        return self._cached("group", path, mode, lambda: self._open_group(path, mode))
+
+    def _open_group(self, path: str, mode: str) -> zarr.Group:
         try:
             return zarr.open_group(store=self.url, path=path or None, mode=mode, storage_options=self._options(), zarr_format=3)
         except FileNotFoundError as exc:
@@ -80,6 +123,9 @@ class Location:
 
     def open_array(self, path: str, mode: str = "r") -> zarr.Array:
         """Open the array at ``path`` below the root."""
+        return self._cached("array", path, mode, lambda: self._open_array(path, mode))
+
+    def _open_array(self, path: str, mode: str) -> zarr.Array:
         try:
             return zarr.open_array(store=self.url, path=path, mode=mode, storage_options=self._options(), zarr_format=3)
         except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.io import affine
-from pipeline.io.chunks import get_volume_chunks, put_volume_chunks
+from pipeline.io.chunks import get_volume_chunks, put_chunk, put_volume_chunks
 from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ def done_path(array_path: str) -> str:
 def is_done(location: Location, array_path: str, t: int, c: int) -> bool:
     """Whether volume ``(t, c)`` is marked written and verified."""
     return bool(location.open_array(done_path(array_path))[t, c])
+
+
+def mark_done(location: Location, array_path: str, t: int, c: int) -> None:
+    """Mark volume ``(t, c)`` written and verified: last, once its data are in place."""
+    _set_entry(location.open_array(done_path(array_path), mode="r+"), t, c, 1)
 
 
 def read_volume(location: Location, array_path: str, t: int, c: int) -> np.ndarray:
@@ -57,8 +62,14 @@ def write_normalized_volume(
     both are in place. ``kwargs`` go to :func:`write_volume`.
     """
     group_path = array_path.rsplit("/", 1)[0]
-    location.open_array(f"{group_path}/{affine.ARRAY}", mode="r+")[t, c] = (float(low), float(high), float(bool(clip)))
+    _set_entry(location.open_array(f"{group_path}/{affine.ARRAY}", mode="r+"), t, c, (float(low), float(high), float(bool(clip))))
     return write_volume(location, array_path, t, c, volume, **kwargs)
+
+
+def _set_entry(array, t: int, c: int, value) -> None:
+    """``array[t, c] = value`` for a ``done`` or ``normalization`` array (one chunk per entry)."""
+    if not put_chunk(array, (t, c) + (0,) * (array.ndim - 2), value):
+        array[t, c] = value
 
 
 def write_volume(
@@ -113,7 +124,7 @@ def write_volume(
         array[t, c] = volume
         if verify and not np.array_equal(array[t, c], volume):
             raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
-    location.open_array(done_path(array_path), mode="r+")[t, c] = 1
+    mark_done(location, array_path, t, c)
     info = {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}
     if stats:
         info.update(

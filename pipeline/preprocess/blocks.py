@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.io.location import Location
-from pipeline.io.volumes import done_path
+from pipeline.io.volumes import mark_done
 from pipeline.preprocess import chain as ch
 from pipeline.preprocess.steps import volume_histogram
 
@@ -172,5 +172,5 @@ def process_volume_blocks(
     del persisted
     if not written.all():  # pragma: no cover - _write_block raises instead
         raise StoreError(f"{location.child(dst)}: some blocks of t={t} c={c} were not written")
-    location.open_array(done_path(dst), mode="r+")[t, c] = 1
+    mark_done(location, dst, t, c)
     return {"t": int(t), "c": int(c), "blocks": n_blocks, "mode": "blocks"}
