@@ -8,6 +8,7 @@ and exit status 1; ``-v`` adds the traceback.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -108,8 +109,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(obj={})
+    """Console-script entry point (the process ends when it returns)."""
+    try:
+        cli(obj={})
+    finally:
+        # Everything left is freed with the process: frozen objects spare the interpreter's
+        # last garbage collections a walk over all that the imports made (~0.1 s of a
+        # command's exit; files are closed by then).
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover
