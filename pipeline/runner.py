@@ -58,12 +58,16 @@ def run_tasks(
     results: list[Any] = [None] * len(futures)
     bar = tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress, leave=False)
     try:
-        for future in as_completed(futures):
+        # results are fetched on the client's event loop as tasks finish, not one round trip each here
+        for future, result in as_completed(futures, with_results=True, raise_errors=False):
             if future.status == "error":
-                exc = future.exception()
                 client.cancel(futures)
-                raise exc
-            results[index[future.key]] = future.result()
+                _, exc, tb = result
+                raise exc.with_traceback(tb)
+            if future.status == "cancelled":  # e.g. the cluster was closed under us
+                client.cancel(futures)
+                raise result
+            results[index[future.key]] = result
             bar.update(1)
     finally:
         bar.close()

@@ -35,3 +35,19 @@ def test_remote_workers_get_the_same_settings_through_the_environment():
     for key, value in QUIET.items():
         assert dask.config.get(key, config=parsed) == value  # "-" and "_" are the same to dask
     assert quiet_settings(ClusterConfig(dashboard=True)) == {}
+
+
+def _square_or_fail(x: int, *, fail_at: int = -1) -> dict:
+    if x == fail_at:
+        raise ValueError(f"volume {x} is corrupt")
+    return {"x": x, "square": x * x}
+
+
+def test_run_tasks_keeps_order_and_raises_the_task_error(dask_client):
+    from pipeline.runner import run_tasks
+
+    results = run_tasks(dask_client, _square_or_fail, list(range(7)), desc="t", progress=False)
+    assert [r["square"] for r in results] == [x * x for x in range(7)]
+    assert run_tasks(dask_client, _square_or_fail, [], desc="t", progress=False) == []
+    with pytest.raises(ValueError, match="volume 3 is corrupt"):
+        run_tasks(dask_client, _square_or_fail, list(range(6)), desc="t", progress=False, fail_at=3)
