@@ -58,16 +58,15 @@ def run_tasks(
     results: list[Any] = [None] * len(futures)
     bar = tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress, leave=False)
     try:
-        # results are fetched on the client's event loop as tasks finish, not one round trip each here
-        for future, result in as_completed(futures, with_results=True, raise_errors=False):
+        # one result at a time, from this thread: as_completed(with_results=True) fetches them
+        # concurrently on the event loop, and in a process with two clients that once tripped
+        # an assertion in tornado's stream and left the iterator waiting forever
+        for future in as_completed(futures):
             if future.status == "error":
+                exc = future.exception()
                 client.cancel(futures)
-                _, exc, tb = result
-                raise exc.with_traceback(tb)
-            if future.status == "cancelled":  # e.g. the cluster was closed under us
-                client.cancel(futures)
-                raise result
-            results[index[future.key]] = result
+                raise exc
+            results[index[future.key]] = future.result()
             bar.update(1)
     finally:
         bar.close()
