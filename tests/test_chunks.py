@@ -172,3 +172,18 @@ def test_opened_nodes_are_reused_only_while_their_metadata_is_unchanged(tmp_path
     assert memory.open_array("b") is not memory.open_array("b")  # only local stores are kept
     with pytest.raises(StoreError, match="no such array"):
         location.open_array("missing")
+
+
+def test_opened_nodes_of_a_relative_store_follow_the_working_directory(tmp_path, monkeypatch):
+    from pipeline.io.location import Location
+
+    for name in ("one", "two"):  # two stores whose metadata are byte for byte the same
+        (tmp_path / name).mkdir()
+        zarr.open_group(str(tmp_path / name / "s.zarr"), mode="w").create_array("a", shape=(2,), dtype="uint8", fill_value=0)
+    location = Location("s.zarr")
+    monkeypatch.chdir(tmp_path / "one")
+    location.open_array("a", mode="r+")[:] = 1
+    monkeypatch.chdir(tmp_path / "two")
+    location.open_array("a", mode="r+")[:] = 2
+    assert zarr.open_array(str(tmp_path / "one" / "s.zarr" / "a"))[:].tolist() == [1, 1]
+    assert zarr.open_array(str(tmp_path / "two" / "s.zarr" / "a"))[:].tolist() == [2, 2]

@@ -88,13 +88,13 @@ class Location:
         """
         if self.scheme != "file" or mode not in ("r", "r+"):
             return opener()
-        doc = os.path.join(self.url, path.strip("/"), "zarr.json")
+        doc = os.path.abspath(os.path.join(self.url, path.strip("/"), "zarr.json"))  # a relative URL moves with the cwd
         try:
             with open(doc, "rb") as fh:
                 meta = fh.read()
         except OSError:
             return opener()  # let zarr report what is missing
-        key = (os.getpid(), kind, self.url, path.strip("/"), mode)
+        key = (os.getpid(), kind, doc, mode)
         with _OPENED_LOCK:
             hit = _OPENED.get(key)
             if hit is not None and hit[0] == meta:
