@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from pipeline.errors import InputError
-from pipeline.groundtruth import trainset as ts_mod
+from pipeline.groundtruth import manifest as manifest_mod
 from pipeline.groundtruth.trainset import TrainingSet, class_balance
 
 
@@ -168,7 +168,7 @@ def test_manifest_written_atomically(tmp_path, rng, monkeypatch):
     def failing_dump(*args, **kwargs):
         raise OSError("killed while writing")
 
-    monkeypatch.setattr(ts_mod.json, "dump", failing_dump)
+    monkeypatch.setattr(manifest_mod.json, "dump", failing_dump)  # the manifest is written by pipeline.groundtruth.manifest
     with pytest.raises(OSError):
         _add(ts, rng, "b")
     monkeypatch.undo()

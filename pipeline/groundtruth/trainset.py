@@ -24,9 +24,7 @@ unreferenced files, never an item that points at missing data.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,12 +32,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.groundtruth.manifest import MANIFEST, VERSION, jsonable, read_manifest, write_json_atomic
 from pipeline.groundtruth.tiffio import read_tiff, write_tiff
 
 LOG = logging.getLogger(__name__)
 
-VERSION = 1
-MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 CLASSES = ("background", "edge", "nucleus")
 IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -111,7 +108,7 @@ class TrainingSet:
         for sub in ("images", "instances", "semantic"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         manifest = {"version": VERSION, "items": []}
-        _write_json_atomic(root / MANIFEST, manifest)
+        write_json_atomic(root / MANIFEST, manifest)
         LOG.info("created training set %s", root)
         return cls(root, manifest)
 
@@ -125,7 +122,7 @@ class TrainingSet:
             If there is no manifest, it is not valid JSON, or its version is unknown.
         """
         root = Path(path)
-        return cls(root, _read_manifest(root / MANIFEST))
+        return cls(root, read_manifest(root / MANIFEST))
 
     @classmethod
     def resolve(cls, trainset: "TrainingSet | str | Path") -> "TrainingSet":
@@ -134,7 +131,7 @@ class TrainingSet:
 
     def reload(self) -> None:
         """Re-read the manifest (to see items other processes added)."""
-        self._manifest = _read_manifest(self.root / MANIFEST)
+        self._manifest = read_manifest(self.root / MANIFEST)
 
     # -- reading -------------------------------------------------------------------
     def items(self, split: str | None = None) -> list[dict[str, Any]]:
@@ -269,7 +266,7 @@ class TrainingSet:
                 "channel": channel,
                 "source": source,
                 "split": split,
-                "provenance": _jsonable(provenance or {}),
+                "provenance": jsonable(provenance or {}),
                 "stats": {
                     "shape": list(image.shape),
                     "image_dtype": str(image.dtype),
@@ -283,7 +280,7 @@ class TrainingSet:
             items = [it for it in self._manifest["items"] if it["id"] != id]
             items.append(entry)
             manifest = {"version": VERSION, "items": items}
-            _write_json_atomic(self.root / MANIFEST, manifest)
+            write_json_atomic(self.root / MANIFEST, manifest)
             self._manifest = manifest
         LOG.info("added %s (%s, %s) to %s: %s instances", id, source, split, self.root, entry["stats"]["n_instances"])
         return dict(entry)
@@ -294,7 +291,7 @@ class TrainingSet:
             self.reload()
             item = self.get(item_id)
             manifest = {"version": VERSION, "items": [it for it in self._manifest["items"] if it["id"] != item_id]}
-            _write_json_atomic(self.root / MANIFEST, manifest)
+            write_json_atomic(self.root / MANIFEST, manifest)
             self._manifest = manifest
         for key in ("image", "instances", "semantic"):
             with contextlib.suppress(FileNotFoundError):
@@ -360,46 +357,3 @@ def _check_voxel_size(voxel_size, where: str) -> tuple[float, float, float]:
     if len(voxel) != 3 or not all(np.isfinite(v) and v > 0 for v in voxel):
         raise InputError(f"{where}: voxel_size must be three positive numbers (z, y, x) in um, got {voxel_size!r}")
     return voxel
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"{path.parent}: not a training set (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("version") != VERSION or not isinstance(manifest.get("items"), list):
-        raise InputError(f"{path}: not a version-{VERSION} training-set manifest")
-    return manifest
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _jsonable(value: Any) -> Any:
-    """Round-trip through JSON so numpy scalars and tuples become plain values (or fail early)."""
-    try:
-        return json.loads(json.dumps(value, default=_default))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"provenance is not JSON-serialisable ({exc})") from exc
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")

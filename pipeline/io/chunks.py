@@ -102,7 +102,7 @@ def put_chunk(array, coords: tuple[int, ...], values) -> bool:
     codecs = array.metadata.codecs
     if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
         return False
-    if array.metadata.chunk_grid.__class__.__name__ != "RegularChunkGrid":
+    if not _regular_grid(array):
         return False
     data = np.asarray(values, dtype=array.dtype.newbyteorder("<"))
     if data.size != math.prod(array.chunks):
@@ -224,7 +224,7 @@ def blosc_of(array) -> Any | None:
         endian = getattr(codecs[0].endian, "value", codecs[0].endian)
         if endian not in (None, "little") and array.dtype.itemsize > 1:
             return None
-        if array.metadata.chunk_grid.__class__.__name__ != "RegularChunkGrid":
+        if not _regular_grid(array):
             return None
         blosc = codecs[1]
         shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value]
@@ -232,3 +232,8 @@ def blosc_of(array) -> Any | None:
         return Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=typesize)
     except (AttributeError, KeyError, ImportError, TypeError):
         return None
+
+
+def _regular_grid(array) -> bool:
+    """Whether ``array``'s chunks form a regular grid (the layout the direct chunk paths handle)."""
+    return array.metadata.chunk_grid.__class__.__name__ == "RegularChunkGrid"

@@ -1,0 +1,63 @@
+"""The manifest of a training set (``manifest.json``): read, validated, written atomically.
+
+See :mod:`pipeline.groundtruth.trainset` for the folder it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path``; an :class:`~pipeline.errors.InputError` naming it if it is missing or not ours."""
+    if not path.is_file():
+        raise InputError(f"{path.parent}: not a training set (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("version") != VERSION or not isinstance(manifest.get("items"), list):
+        raise InputError(f"{path}: not a version-{VERSION} training-set manifest")
+    return manifest
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def jsonable(value: Any) -> Any:
+    """Round-trip through JSON so numpy scalars and tuples become plain values (or fail early)."""
+    try:
+        return json.loads(json.dumps(value, default=_default))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"provenance is not JSON-serialisable ({exc})") from exc
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
