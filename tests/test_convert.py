@@ -225,3 +225,19 @@ def test_s3_round_trip(tmp_path, rng, dask_client):
         np.testing.assert_array_equal(field.image()[:], data["B10"])
     finally:
         server.stop()
+
+
+def test_file_changed_since_plan_is_named(tmp_path, rng):
+    from pipeline.convert.run import _tasks_for
+    from pipeline.convert.task import convert_timepoint
+    from pipeline.io.location import Location
+
+    write_folder(tmp_path / "raw", rng, times=2)
+    plan = plan_inputs([tmp_path / "raw"], cfg())[0]
+    (task,) = _tasks_for(plan, "B/10/0/0", np.array([[True] * 3, [False] * 3]), None)
+    assert task.t == 1 and len(task.source.files) == 3
+    victim = tmp_path / "raw" / "B10_T02_GFP.tif"
+    victim.write_bytes(victim.read_bytes()[:-100])  # still being written, say
+    with pytest.raises(InputError, match=r"B10_T02_GFP\.tif: file changed size since it was checked"):
+        convert_timepoint(task, Location(str(tmp_path / "never.zarr")))
+    assert not (tmp_path / "never.zarr").exists()

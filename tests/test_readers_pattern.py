@@ -114,3 +114,26 @@ def test_pattern_matching_nothing(tmp_path, rng):
     write_folder(tmp_path / "raw", rng, name="{well}-{t}-{c}.tif")
     with pytest.raises(InputError, match=r"raw: pattern .* matches no file; files there look like"):
         scan_pattern(list((tmp_path / "raw").iterdir()), "{well}_T{t}_{channel}.tif", channel_map=MAP, label=str(tmp_path / "raw"))
+
+
+def test_for_timepoint_keeps_one_timepoints_files(tmp_path, rng):
+    data = write_folder(tmp_path / "raw", rng, times=6)
+    src = scan_pattern(list((tmp_path / "raw").iterdir()), "{well}_T{t}_{channel}.tif", channel_map=MAP)[0]
+    part = src.for_timepoint(4)
+    assert part.shape == src.shape and part.meta == src.meta
+    assert [s.path for s in part.files] == [s.path for s in src.files if "_T05_" in s.path]
+    np.testing.assert_array_equal(part.read(4, [2, 0]), data["B10"][4][[2, 0]])
+    with pytest.raises(IndexError, match="no files for time point 1"):
+        part.read(1)
+    with pytest.raises(IndexError, match="outside"):
+        src.for_timepoint(6)
+
+
+def test_a_tasks_source_does_not_grow_with_the_series(tmp_path, rng):
+    sizes = {}
+    for times in (2, 40):
+        write_folder(tmp_path / f"raw{times}", rng, times=times, shape=(1, 4, 4))
+        src = scan_pattern(list((tmp_path / f"raw{times}").iterdir()), "{well}_T{t}_{channel}.tif", channel_map=MAP)[0]
+        sizes[times] = len(pickle.dumps(src.for_timepoint(1)))
+        assert len(pickle.dumps(src)) > 5 * sizes[times] or times == 2
+    assert sizes[40] < sizes[2] + 200  # a few bytes per further time point, not its paths and stamps

@@ -147,7 +147,7 @@ def _tasks_for(plan: FieldPlan, array_path: str, done: np.ndarray, rescale) -> l
     for t in range(plan.shape[0]):
         todo = [c for c in range(plan.shape[1]) if not done[t, c]]
         if todo:
-            out.append(TimepointTask(plan.source, t, tuple(plan.order[c] for c in todo), tuple(todo), array_path, rescale))
+            out.append(TimepointTask(plan.source.for_timepoint(t), t, tuple(plan.order[c] for c in todo), tuple(todo), array_path, rescale))
     return out
 
 

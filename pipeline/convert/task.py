@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.convert.scale import rescale_to_uint8
 from pipeline.io.location import Location
-from pipeline.io.readers.base import Source
+from pipeline.io.readers.base import Source, check_files_unchanged
 from pipeline.io.volumes import write_volume
 from pipeline.workers import release_memory, tune_worker
 
@@ -24,7 +24,8 @@ class TimepointTask:
     Parameters
     ----------
     source : Source
-        The input series (small and picklable; the task reads its own pixels).
+        The input series, as :meth:`~pipeline.io.readers.base.Source.for_timepoint`
+        gives it for ``t`` (small and picklable; the task reads its own pixels).
     t : int
         Time point.
     read : tuple of int
@@ -65,6 +66,7 @@ def convert_timepoint(task: TimepointTask, location: Location, verify: bool = Tr
     """
     start = time.perf_counter()
     tune_worker(codec_threads=codec_threads)
+    check_files_unchanged(task.source)  # a file still being written or replaced since the plan
     # one channel at a time keeps a worker's footprint to one volume, unless the
     # format stores all channels of a plane together (ND2 frames)
     groups = [list(zip(task.read, task.write))] if task.source.channels_together else [[pair] for pair in zip(task.read, task.write)]

@@ -148,6 +148,16 @@ class Source:
     def _read(self, t: int, channels: list[int]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def for_timepoint(self, t: int) -> "Source":
+        """What a task converting time point ``t`` needs to carry: by default the source itself.
+
+        Sources that list a file per time point (folder series) return a copy that
+        keeps only time point ``t``'s files, so a task's size does not grow with the
+        length of the series (a 1,000-point series would otherwise send every task
+        all 3,000 file names and stamps).
+        """
+        return self
+
 
 def check_files_unchanged(source: Source) -> None:
     """Raise :class:`InputError` if a file of ``source`` changed size since its header was read.

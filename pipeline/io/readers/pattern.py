@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -88,7 +88,17 @@ class PatternSource(Source):
     paths: tuple[tuple[str, ...], ...]
     layout: AxisLayout
 
+    def for_timepoint(self, t: int) -> "PatternSource":
+        """A copy holding only time point ``t``'s files (see :meth:`Source.for_timepoint`)."""
+        if not 0 <= t < self.shape[0]:
+            raise IndexError(f"{self.label}: time point {t} outside 0..{self.shape[0] - 1}")
+        mine = {os.path.abspath(p) for p in self.paths[t]}
+        paths = tuple(row if i == t else () for i, row in enumerate(self.paths))
+        return replace(self, paths=paths, files=tuple(s for s in self.files if s.path in mine))
+
     def _read(self, t: int, channels: list[int]) -> np.ndarray:
+        if not self.paths[t]:
+            raise IndexError(f"{self.label}: this copy of the source holds no files for time point {t} (see for_timepoint)")
         _, _, z, y, x = self.shape
         out = np.empty((len(channels), z, y, x), dtype=self.dtype)
         stamps = {s.path: s for s in self.files}
