@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +186,47 @@ def test_fresh_process_keeps_dask_config(tmp_path, rng):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "spawn"
     assert Plate.open(str(tmp_path / "o.zarr")).field("B10").is_complete()
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_stopped_run_resumes_where_it_stopped(tmp_path, rng, sig, status, word):
+    """A real ``spheroid convert`` stopped by a signal mid-run (``kill``, ``scancel``, Ctrl-C): one line,
+    its exit status, no worker process left, nothing marked complete; the same command then writes
+    only the volumes that were not done."""
+    import psutil
+
+    data = write_folder(tmp_path / "raw", rng, times=30, shape=(16, 256, 256))["B10"]
+    out = tmp_path / "o.zarr"
+    command = [sys.executable, "-c", "from pipeline.cli.main import main; main()", "-q", "convert", str(tmp_path / "raw"), "--out", str(out), "-w", "1"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background job ignores it
+    )
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            done = int(Plate.open(str(out)).field("B10").done().sum())
+        except Exception:  # the store is still being created
+            pass
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert proc.poll() is None and 2 <= done < 90, "the run ended before it could be stopped"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr
+    assert stderr.strip().splitlines()[-1] == f"{word}: finished volumes are kept; run the same command again to resume"
+    assert "Traceback" not in stderr and "WARNING" not in stderr, stderr
+    psutil.wait_procs(workers, timeout=10)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert no_complete_store(out)
+    kept = int(Plate.open(str(out)).field("B10").done().sum())
+    assert kept >= done
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    written, skipped = map(int, re.search(r"wrote (\d+) volume.*, (\d+) already done", again.stdout).groups())
+    assert (written, skipped) == (90 - kept, kept)
+    field = Plate.open(str(out)).field("B10")
+    assert field.is_complete() and field.done().all()
+    np.testing.assert_array_equal(field.image()[[0, 29]], data[[0, 29]])

@@ -3,7 +3,10 @@
 Commands are imported only when they run (``COMMANDS`` maps each name to
 ``module:attribute``), so ``spheroid convert`` does not pay for importing torch.
 User errors (:class:`~pipeline.errors.SpheroidError`) become one line on stderr
-and exit status 1; ``-v`` adds the traceback.
+and exit status 1; ``-v`` adds the traceback. Ctrl-C (SIGINT) and SIGTERM (``kill``,
+``scancel``, a SLURM job's time limit) stop a run with one line and status 130 or 143:
+volumes already written are marked done and a re-run resumes after them
+(``spheroid train`` catches SIGTERM itself to save a checkpoint first).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -39,6 +43,14 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (clusters closed)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when it is used."""
 
@@ -59,9 +71,10 @@ class LazyGroup(click.Group):
                 LOG.exception("failed")
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished volumes are kept; run the same command again to resume", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            how, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+            click.echo(f"{how}: finished volumes are kept; run the same command again to resume", err=True)
+            ctx.exit(status)
 
 
 def setup_logging(verbosity: int) -> None:
@@ -73,6 +86,9 @@ def setup_logging(verbosity: int) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for noisy in ("distributed", "asyncio", "fsspec", "numcodecs", "matplotlib", "PIL", "tifffile", "numba", "urllib3", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # its one warning is "Async instruction ... ended with CancelledError", from workers closed with
+    # tasks running (Ctrl-C, SIGTERM); forked workers inherit the level
+    logging.getLogger("distributed.worker.state_machine").setLevel(max(level, logging.ERROR))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -110,6 +126,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None)
 
 def main() -> None:
     """Console-script entry point (the process ends when it returns)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cli(obj={})
     finally:
