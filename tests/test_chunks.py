@@ -187,3 +187,45 @@ def test_opened_nodes_of_a_relative_store_follow_the_working_directory(tmp_path,
     location.open_array("a", mode="r+")[:] = 2
     assert zarr.open_array(str(tmp_path / "one" / "s.zarr" / "a"))[:].tolist() == [1, 1]
     assert zarr.open_array(str(tmp_path / "two" / "s.zarr" / "a"))[:].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "shape,chunk,dtype",
+    [((7, 3), (1, 1), "uint8"), ((4, 2, 3), (1, 1, 3), "float64"), ((5, 3), (2, 2), "int32"), ((6,), (4,), "bool")],
+)
+def test_records_read_chunk_by_chunk_as_zarr_reads_them(tmp_path, rng, shape, chunk, dtype):
+    """Small uncompressed arrays (done flags, normalization rows) read from their chunk files, edge
+    chunks and chunks never written (fill value) included."""
+    arr = zarr.create_array(str(tmp_path / "r.zarr"), shape=shape, chunks=chunk, dtype=dtype, compressors=None, fill_value=False if dtype == "bool" else 3)
+    arr[...] = (rng.random(shape) * 100 + 1).astype(dtype)
+    first = tuple(slice(0, k) for k in chunk)
+    (tmp_path / "r.zarr" / "c" / "/".join("0" * len(shape))).unlink()  # as if never written
+    expected = arr[...]
+    assert (expected[first] == arr.fill_value).all()
+    got = chunks.get_records(arr)
+    assert got.dtype == arr.dtype and got.shape == arr.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_records_refuse_truncated_chunks_and_other_layouts(tmp_path):
+    arr = zarr.create_array(str(tmp_path / "r.zarr"), shape=(3, 2), chunks=(1, 1), dtype="float32", compressors=None, fill_value=0)
+    arr[...] = 1
+    (tmp_path / "r.zarr" / "c" / "2" / "1").write_bytes(b"\0\0")
+    with pytest.raises(StoreError, match=r"here: chunk c/2/1 holds 2 bytes, not 4"):
+        chunks.get_records(arr, where="here")
+    packed = zarr.create_array(str(tmp_path / "z.zarr"), shape=(3, 2), chunks=(1, 1), dtype="float32", fill_value=0)  # compressed
+    assert chunks.get_records(packed) is None
+    remote = zarr.create_array(zarr.storage.MemoryStore(), shape=(3, 2), chunks=(1, 1), dtype="float32", compressors=None, fill_value=0)
+    assert chunks.get_records(remote) is None
+
+
+def test_chunk_files_are_put_in_new_folders_atomically(tmp_path):
+    arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=(2, 2), chunks=(1, 1), dtype="uint8", compressors=None, fill_value=0)
+    assert chunks.put_chunk(arr, (1, 0), [7])
+    folder = tmp_path / "a.zarr" / "c" / "1"
+    assert [p.name for p in folder.iterdir()] == ["0"]  # no partial file left
+    import shutil
+
+    shutil.rmtree(tmp_path / "a.zarr" / "c")  # a folder that went away (a store replaced meanwhile)
+    assert chunks.put_chunk(arr, (1, 1), [9])
+    assert arr[...].tolist() == [[0, 0], [0, 9]]

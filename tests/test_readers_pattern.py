@@ -127,6 +127,10 @@ def test_for_timepoint_keeps_one_timepoints_files(tmp_path, rng):
         part.read(1)
     with pytest.raises(IndexError, match="outside"):
         src.for_timepoint(6)
+    from dataclasses import replace
+
+    shuffled = replace(src, files=tuple(reversed(src.files)))  # stamps not in the order of the paths
+    assert sorted(s.path for s in shuffled.for_timepoint(4).files) == sorted(s.path for s in part.files)
 
 
 def test_a_tasks_source_does_not_grow_with_the_series(tmp_path, rng):

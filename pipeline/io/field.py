@@ -15,6 +15,7 @@ from zarr.codecs import BloscCodec
 
 from pipeline.errors import StoreError
 from pipeline.io import affine, ngff
+from pipeline.io.chunks import get_records
 from pipeline.io.ngff import ImageMeta
 
 if TYPE_CHECKING:
@@ -230,7 +231,9 @@ class Field:
     def done(self, name: str = RAW, *, label: bool = False) -> np.ndarray:
         """``(T, C)`` bool array: which volumes are written and verified."""
         gpath = self.label_path(name) if label else self.image_path(name)
-        return self._group(gpath)["done"][:] > 0
+        flags = self._group(gpath)["done"]
+        values = get_records(flags, where=self.plate.location.child(f"{gpath}/done"))
+        return (flags[:] if values is None else values) > 0
 
     def is_complete(self, name: str = RAW, *, label: bool = False) -> bool:
         """True once every volume of the image is written and the stage has finished."""

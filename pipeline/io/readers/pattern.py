@@ -92,9 +92,13 @@ class PatternSource(Source):
         """A copy holding only time point ``t``'s files (see :meth:`Source.for_timepoint`)."""
         if not 0 <= t < self.shape[0]:
             raise IndexError(f"{self.label}: time point {t} outside 0..{self.shape[0] - 1}")
-        mine = {os.path.abspath(p) for p in self.paths[t]}
-        paths = tuple(row if i == t else () for i, row in enumerate(self.paths))
-        return replace(self, paths=paths, files=tuple(s for s in self.files if s.path in mine))
+        row = self.paths[t]
+        mine = [os.path.abspath(p) for p in row]
+        files = self.files[t * len(row) : (t + 1) * len(row)]  # stamps are made in the order of paths
+        if [s.path for s in files] != mine:
+            files = tuple(s for s in self.files if s.path in set(mine))
+        paths = ((),) * t + (row,) + ((),) * (len(self.paths) - t - 1)  # a byte per other time point
+        return replace(self, paths=paths, files=files)
 
     def _read(self, t: int, channels: list[int]) -> np.ndarray:
         if not self.paths[t]:
