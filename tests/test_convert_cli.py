@@ -230,3 +230,37 @@ def test_stopped_run_resumes_where_it_stopped(tmp_path, rng, sig, status, word):
     field = Plate.open(str(out)).field("B10")
     assert field.is_complete() and field.done().all()
     np.testing.assert_array_equal(field.image()[[0, 29]], data[[0, 29]])
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(tmp_path, rng):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for t in (1, 2):
+        for token in ("Hoechst", "Cyr", "GFP"):  # plain TIFFs: no voxel size or time step in them
+            tifffile.imwrite(raw / f"C3_T{t:02d}_{token}.tif", rng.integers(0, 4000, size=(4, 16, 12), dtype=np.uint16), photometric="minisblack")
+    out = tmp_path / "o.zarr"
+    result = run(raw, "--out", out, "--dry-run", "--voxel-size", "5", "1.24", "1.24", "--time-step", "900")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{out}: would create a new plate store"
+    assert lines[1].startswith("  C3/0: 2 time point(s) x 3 channel(s) x 4 x 16 x 12 uint16; channels Hoechst, Cy3, GFP;")
+    assert "voxel 5 x 1.24 x 1.24 um (config); time step 900 s (config)" in lines[1] and "(6 file(s))" in lines[1]
+    assert lines[2] == f"6 volume(s) to write ({6 * 4 * 16 * 12 * 2 / 1e6:.1f} MB before compression), 0 already done; nothing was written (--dry-run)"
+    assert not out.exists()
+
+
+def test_dry_run_of_a_store_to_resume_or_refuse(tmp_path, rng):
+    write_folder(tmp_path / "raw", rng, times=3)
+    out = tmp_path / "o.zarr"
+    assert run(tmp_path / "raw", "--out", out, "-w", "1").exit_code == 0
+    field = Plate.open(str(out), mode="r+").field("B10")
+    field.plate.group[f"{field.path}/done"][1, 2] = 0  # as if the run had stopped before this volume
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    result = run(tmp_path / "raw", "--out", out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"{out}: would resume the conversion in this store"
+    assert "(file); time step 1800 s (file)" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("1 volume(s) to write (") and ", 8 already done;" in result.stdout
+    assert "would replace the store (--overwrite)" in run(tmp_path / "raw", "--out", out, "--dry-run", "--overwrite").stdout
+    assert_one_error(run(tmp_path / "raw", "--out", out, "--dry-run", "--channels", "GFP,Hoechst,Cy3"), str(out), "pass --overwrite")
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before  # nothing written

@@ -37,6 +37,12 @@ LOG = logging.getLogger(__name__)
 @click.option("--time-step", type=float, default=None, metavar="S", help="Seconds between time points where the files lack it.")
 @click.option("--well", default=None, help="Well of single files (instead of one guessed from the file name), e.g. B10.")
 @click.option("--to-uint8", is_flag=True, default=None, help="Store 8-bit data (linear rescale, see uint8_range).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the inputs and the store as a run would and show what it would write (fields, shapes, "
+    "channels, metadata and where it came from, volumes left); write nothing, start no cluster.",
+)
 @workers_option
 @scheduler_option
 @storage_option
@@ -51,6 +57,7 @@ def convert(
     time_step: float | None,
     well: str | None,
     to_uint8: bool | None,
+    dry_run: bool,
     workers: int | None,
     scheduler: str | None,
     storage_options: tuple[str, ...],
@@ -62,10 +69,6 @@ def convert(
     16-bit data stay 16-bit. A re-run with the same inputs resumes, skipping
     volumes already written; another store at STORE needs --overwrite.
     """
-    from pipeline.convert.run import convert as run_convert
-
-    _quiet_distributed()
-
     overrides: dict[str, Any] = {
         "pattern": pattern,
         "channels": [c.strip() for c in channels.split(",")] if channels else None,
@@ -76,6 +79,16 @@ def convert(
     }
     config = with_overrides(config, overrides)
     config = apply_cluster_overrides(config, workers, scheduler)
+    if dry_run:
+        from pipeline.convert.preview import format_preview, preview
+
+        plan = preview(list(inputs), out, config, overwrite=overwrite, storage_options=parse_storage_options(storage_options))
+        for line in format_preview(plan):
+            click.echo(line)
+        return
+    from pipeline.convert.run import convert as run_convert
+
+    _quiet_distributed()
     summary = run_convert(
         list(inputs),
         out,

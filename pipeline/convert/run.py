@@ -156,25 +156,39 @@ def _plate_name(url: str) -> str:
     return name[: -len(".zarr")] if name.endswith(".zarr") else name or "plate"
 
 
-def _open_plate(location: Location, stamp: str, overwrite: bool, *, name: str) -> Plate:
-    """Create, replace or resume the store according to the module's store rule."""
+def store_action(location: Location, stamp: str, overwrite: bool) -> str:
+    """What the module's store rule does with ``location``: ``"create"``, ``"replace"`` or ``"resume"``.
+
+    Raises
+    ------
+    StoreError
+        When the rule refuses the store (it holds something else, or another conversion
+        and ``overwrite`` is not set), or it cannot be reached.
+    """
     if not location.exists():
         _refuse_foreign(location)
-        plate = Plate.create(location.url, name=name, storage_options=location.storage_options)
-    elif overwrite:
-        plate = Plate.create(location.url, name=name, storage_options=location.storage_options, overwrite=True)
-    else:
-        try:
-            plate = Plate.open(location.url, mode="r+", storage_options=location.storage_options)
-        except StoreError:
-            raise StoreError(f"{location.url}: exists and is not a plate store; pass --overwrite to replace it") from None
-        previous = plate.group.attrs.get("spheroid", {}).get("convert", {}).get("fingerprint")
-        if previous != stamp:
-            raise StoreError(
-                f"{location.url}: store exists and was not made by convert from these inputs and settings; pass --overwrite to replace it"
-            )
+        return "create"
+    if overwrite:
+        return "replace"
+    try:
+        plate = Plate.open(location.url, mode="r", storage_options=location.storage_options)
+    except StoreError:
+        raise StoreError(f"{location.url}: exists and is not a plate store; pass --overwrite to replace it") from None
+    previous = plate.group.attrs.get("spheroid", {}).get("convert", {}).get("fingerprint")
+    if previous != stamp:
+        raise StoreError(
+            f"{location.url}: store exists and was not made by convert from these inputs and settings; pass --overwrite to replace it"
+        )
+    return "resume"
+
+
+def _open_plate(location: Location, stamp: str, overwrite: bool, *, name: str) -> Plate:
+    """Create, replace or resume the store according to the module's store rule."""
+    action = store_action(location, stamp, overwrite)
+    if action == "resume":
         LOG.info("%s: resuming a conversion of the same inputs", location.url)
-        return plate
+        return Plate.open(location.url, mode="r+", storage_options=location.storage_options)
+    plate = Plate.create(location.url, name=name, storage_options=location.storage_options, overwrite=action == "replace")
     attrs = dict(plate.group.attrs.get("spheroid", {}))
     attrs["convert"] = {"fingerprint": stamp}
     plate.group.attrs["spheroid"] = attrs
