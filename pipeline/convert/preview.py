@@ -89,19 +89,13 @@ def format_preview(summary: dict[str, Any]) -> list[str]:
 
 
 def _describe(plan: FieldPlan, already_done: int) -> dict[str, Any]:
+    """:meth:`FieldPlan.describe`, with the files counted, where the metadata came from, and the work left."""
     t, c, z, y, x = plan.shape
     found = plan.source.meta
     return {
-        "well": plan.well,
-        "field": plan.index,
-        "shape": [t, c, z, y, x],
-        "dtype": str(plan.dtype),
-        "channels": list(plan.meta.channels),
-        "voxel_size": list(plan.meta.voxel_size),
+        **plan.describe(),
         "voxel_size_from": "file" if all(v is not None for v in found.voxel_size) else "config" if all(v is None for v in found.voxel_size) else "file and config",
-        "time_step": plan.meta.time_step,
         "time_step_from": "file" if found.time_step is not None else "config",
-        "source": plan.source.label,
         "files": len(plan.source.files),
         "volumes": t * c,
         "to_write": t * c - already_done,

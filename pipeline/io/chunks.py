@@ -267,10 +267,7 @@ def blosc_of(array) -> Any | None:
         codecs = array.metadata.codecs
         if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
             return None
-        endian = getattr(codecs[0].endian, "value", codecs[0].endian)
-        if endian not in (None, "little") and array.dtype.itemsize > 1:
-            return None
-        if not _regular_grid(array):
+        if not _little_endian(codecs[0], array) or not _regular_grid(array):
             return None
         blosc = codecs[1]
         shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value]
@@ -285,10 +282,13 @@ def _plain_bytes(array) -> bool:
     from zarr.codecs import BytesCodec
 
     codecs = array.metadata.codecs
-    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec) or not _regular_grid(array):
-        return False
-    endian = codecs[0].endian
-    return endian is None or getattr(endian, "value", endian) == "little" or array.dtype.itemsize == 1
+    return len(codecs) == 1 and isinstance(codecs[0], BytesCodec) and _little_endian(codecs[0], array) and _regular_grid(array)
+
+
+def _little_endian(bytes_codec, array) -> bool:
+    """Whether the ``bytes`` codec stores ``array``'s items little-endian (the order the direct paths use)."""
+    endian = getattr(bytes_codec.endian, "value", bytes_codec.endian)
+    return endian in (None, "little") or array.dtype.itemsize == 1
 
 
 def _regular_grid(array) -> bool:

@@ -96,7 +96,8 @@ class PatternSource(Source):
         mine = [os.path.abspath(p) for p in row]
         files = self.files[t * len(row) : (t + 1) * len(row)]  # stamps are made in the order of paths
         if [s.path for s in files] != mine:
-            files = tuple(s for s in self.files if s.path in set(mine))
+            wanted = set(mine)
+            files = tuple(s for s in self.files if s.path in wanted)
         paths = ((),) * t + (row,) + ((),) * (len(self.paths) - t - 1)  # a byte per other time point
         return replace(self, paths=paths, files=files)
 
