@@ -137,15 +137,24 @@ def test_corrupt_pixels_found_at_read_time(tmp_path, rng):
 
 
 def test_console_script_exit_code(tmp_path):
-    """The installed command, as a user runs it: exit status 1 and one error line."""
+    """The installed command, as a user runs it: exit status 1 and one error line (and its GC thresholds)."""
+    code = (
+        "import gc, sys\n"
+        "from pipeline.cli.main import GC_THRESHOLD, main\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print(gc.get_threshold() == GC_THRESHOLD)\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", "from pipeline.cli.main import main; main()", "convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o.zarr")],
+        [sys.executable, "-c", code, "convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o.zarr")],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no such file or folder"
+    assert proc.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize("layout", ["files", "ome"])

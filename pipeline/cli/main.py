@@ -125,8 +125,16 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None)
             ctx.exit(1)
 
 
+GC_THRESHOLD = (100_000, 20, 20)
+"""The CLI process's garbage-collection thresholds (CPython's default: 700, 10, 10). A
+command's start-up makes ~150,000 long-lived objects (its imports, configs); with the
+default, dozens of collections walk them, ~0.1 s of every command's start. mypy's
+command line does the same. Forked Dask workers inherit it."""
+
+
 def main() -> None:
     """Console-script entry point (the process ends when it returns)."""
+    gc.set_threshold(*GC_THRESHOLD)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cli(obj={})
