@@ -15,8 +15,8 @@ times, in the same run:
 
 Both run for 1 and for T time points; peak memory is the peak summed RSS of the
 process tree (psutil polling), CPU time that of the whole tree (user + system).
-With ``--repeat N`` each measurement is taken N times (interleaved); ratios are the
-median over repeats of the ratio within a repeat, the table shows the fastest time and
+With ``--repeat N`` each measurement is taken N times (interleaved, the compared runs back
+to back in alternating order); ratios are the median over repeats of the ratio within a repeat, the table shows the fastest time and
 the median peak memory, which damps the noise of a shared machine. A probe of how much
 parallel CPU the machine gave (``bench/machine.py``) is reported before and after. Prints a table, writes
 ``bench/results/convert.json`` and a PASS/FAIL line; exits 1 on FAIL.
@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     scaling = [cpu_scaling()]
     sources = {1: subset(series, work / "series-1", 1), args.timepoints: series}
     runs: dict[str, list[dict]] = {}
-    for _ in range(args.repeat):  # interleaved, so that a busy spell hits both alike
+    for rep in range(args.repeat):
+        # interleaved, the compared pair back to back and in alternating order (naive first, then
+        # convert first), so that a busy spell or a drift of the shared host hits both alike
+        pair = ("naive", "convert") if rep % 2 == 0 else ("convert", "naive")
         for n, src in sources.items():
-            for name in ("naive", "naive1thread", "convert"):
-                if name == "naive1thread" and n == 1:
-                    continue
+            for name in (*pair, "naive1thread") if n > 1 else pair:
                 out = work / f"{name}-{n}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
                 if name.startswith("naive"):
