@@ -128,8 +128,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None)
 GC_THRESHOLD = (100_000, 20, 20)
 """The CLI process's garbage-collection thresholds (CPython's default: 700, 10, 10). A
 command's start-up makes ~150,000 long-lived objects (its imports, configs); with the
-default, dozens of collections walk them, ~0.1 s of every command's start. mypy's
-command line does the same. Forked Dask workers inherit it."""
+default, dozens of collections walk them, and in forked Dask workers each early collection
+walks (and so copies) the whole inherited heap. With these (mypy's command line does the
+same) ``spheroid convert`` of one time point on two workers starts ~0.18 s sooner
+(1.62 -> 1.44 s, medians of 6). Workers inherit them; unreachable cycles are still freed at
+the next young collection, within 100,000 allocations (a few tasks)."""
 
 
 def main() -> None:
