@@ -110,7 +110,10 @@ def test_read_volume_decodes_chunks_as_zarr_does(tmp_path, rng, url, dtype, code
     got = read_volume(field.plate.location, field.array_path(), 1, 0)
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, data)
-    np.testing.assert_array_equal(read_volume(field.plate.location, field.array_path(), 0, 1), array[0, 1])  # never written: fill value
+    with pytest.raises(StoreError, match=r"volume t=0 c=1 is damaged: chunk .* is missing"):
+        read_volume(field.plate.location, field.array_path(), 0, 1)  # writers write every chunk: missing is damage
+    never = chunks.get_volume_chunks(array, 0, 1, missing="fill")  # unless the caller says it may not be written yet
+    np.testing.assert_array_equal(never, array[0, 1])
 
 
 def test_read_volume_names_a_corrupt_chunk(field, rng):
@@ -119,8 +122,67 @@ def test_read_volume_names_a_corrupt_chunk(field, rng):
     root = field.plate.location.child(field.array_path())
     victim = next(p for p in sorted(Path(root).rglob("*")) if p.is_file() and "/c/" in p.as_posix())
     victim.write_bytes(victim.read_bytes()[:10])  # truncated
-    with pytest.raises(StoreError, match=r"cannot be decoded.*corrupt or truncated"):
+    with pytest.raises(StoreError, match=r"volume t=0 c=0 is damaged: chunk .* fails its checksum.*spheroid verify"):
         read_volume(field.plate.location, field.array_path(), 0, 0)
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_damaged_chunks_of_a_finished_volume_are_caught_on_read(tmp_path, rng, where, damage):
+    """A flipped byte inside a chunk (the checksum) and a chunk gone missing (not the fill value)."""
+    url = str(tmp_path / "p.zarr") if where == "local" else f"memory://damaged-{damage}-{tmp_path.name}"
+    field = Plate.create(url).add_field("A1")
+    field.create_image("raw", (1, 2, 3, 40, 40), "uint16", ImageMeta(channels=("a", "b")), chunk_yx=(16, 16))
+    data = rng.integers(0, 999, (3, 40, 40), dtype=np.uint16)
+    location, path = field.plate.location, field.array_path()
+    write_volume(location, path, 0, 1, data)
+    array = location.open_array(path, mode="r+")
+    io = chunks.ChunkIO(array)
+    key = io.key((0, 1, 0, 1, 2))
+    raw = io.get(key)
+    if damage == "flip":  # inside the compressed payload, where Blosc itself does not notice
+        flipped = bytearray(raw)
+        flipped[len(raw) // 2] ^= 0x01
+        io.put(key, bytes(flipped))
+        problem = "fails its checksum"
+    else:
+        if where == "local":
+            Path(io.root, key).unlink()
+        else:
+            from zarr.core.sync import sync
+
+            sync(io.store.delete(key))
+        problem = "is missing"
+    with pytest.raises(StoreError, match=rf"volume t=0 c=1 is damaged: chunk .*{problem}"):
+        read_volume(location, path, 0, 1)
+    with pytest.raises(StoreError, match=problem):
+        chunks.check_volume_chunks(array, 0, 1, where=location.child(path))
+    if damage == "flip":  # zarr's own codec pipeline refuses the chunk too
+        with pytest.raises(ValueError, match="checksum"):
+            zarr.open_array(location.child(path), mode="r", storage_options=None)[0, 1]
+
+
+def test_checksummed_chunks_are_zarrs_crc32c_layout(field, rng):
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+
+    field.create_image("raw", (1, 1, 2, 16, 16), "uint16", ImageMeta(channels=("a",)))
+    array = field.plate.location.open_array(field.array_path(), mode="r+")
+    assert [type(c) for c in array.metadata.codecs] == [BytesCodec, BloscCodec, Crc32cCodec]
+    data = rng.integers(0, 999, (2, 16, 16), dtype=np.uint16)
+    array[0, 0] = data  # encoded by zarr
+    assert chunks.volume_codec(array).checksum
+    np.testing.assert_array_equal(read_volume(field.plate.location, field.array_path(), 0, 0), data)
+
+
+def test_missing_chunk_through_zarr_layouts(tmp_path, rng):
+    from pipeline.io.location import Location
+
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    group.create_array("img/0", shape=(1, 1, 2, 8, 8), chunks=(1, 1, 2, 4, 8), dtype="uint16", fill_value=0)  # zarr's zstd
+    group["img/0"][0, 0] = rng.integers(1, 999, (2, 8, 8), dtype=np.uint16)
+    (tmp_path / "s.zarr" / "img" / "0" / "c" / "0" / "0" / "0" / "1" / "0").unlink()
+    with pytest.raises(StoreError, match=r"t=0 c=0 is damaged: 1 chunk\(s\) missing"):
+        read_volume(Location(str(tmp_path / "s.zarr")), "img/0", 0, 0)
 
 
 def test_read_volume_other_layouts_through_zarr(tmp_path, rng):

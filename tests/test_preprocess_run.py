@@ -70,7 +70,8 @@ def test_distributed_equals_single_process(tmp_path, dask_client):
     assert out.dtype == np.float32 and out.shape == data.shape and out.chunks == field.image().chunks
     stored = field.stored_image("preprocessed")  # the integers before `normalize`, plus its map per volume
     assert stored.dtype == np.uint16 and field.attrs("preprocessed")["stored"] == {"as": "normalized", "dtype": "uint16", "array": "normalization"}
-    codec = stored.metadata.codecs[-1]
+    codec = stored.metadata.codecs[-2]  # then the chunk's checksum
+    assert type(stored.metadata.codecs[-1]).__name__ == "Crc32cCodec"
     assert codec.cname.value == config.compression == "lz4" and codec.clevel == config.compression_level == 1
     np.testing.assert_array_equal(out[:], expected(data, config))  # float32, bit for bit
     np.testing.assert_array_equal(out[1, 2], expected(data, config)[1, 2])

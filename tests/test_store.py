@@ -39,8 +39,8 @@ def test_roundtrip_and_layout(tmp_path, url):
     assert meta.channels == ("Hoechst", "Cy3", "GFP")
     assert meta.voxel_size == (5.0, 1.24, 1.24)
     assert meta.time_step == 1800.0
-    codec = arr.metadata.codecs[-1]
-    assert codec.cname.value == "zstd"
+    codec, checksum = arr.metadata.codecs[-2:]
+    assert codec.cname.value == "zstd" and type(checksum).__name__ == "Crc32cCodec"
     assert again.field("B10").is_complete()
 
 

@@ -1,4 +1,4 @@
-"""Write a volume as ready-compressed chunks, verified byte for byte.
+"""Write a volume as ready-compressed chunks, verified byte for byte; read them back checked.
 
 Writing through zarr (``array[t, c] = volume``) goes through its asynchronous codec
 pipeline, and verifying it means decoding the volume again. For the store's own
@@ -8,6 +8,12 @@ settings, put the bytes in the store, read them back and compare. The first volu
 a process writes this way is also read back through zarr and compared with the
 data, which checks that the hand-encoded chunks decode as zarr expects.
 :func:`pipeline.io.volumes.write_volume` uses this path when the layout allows it.
+
+Integrity. Images are stored with a CRC32C checksum after each compressed chunk (zarr v3's
+``crc32c`` codec, :class:`VolumeCodec` appends and checks the same four bytes), so a flipped
+byte in a chunk file is caught on read instead of decoding into wrong pixels. A writer always
+writes every chunk of a volume, so a chunk missing from a volume being read means damage
+(a deleted or lost file), not the fill value: :func:`get_volume_chunks` says which.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
         When a chunk read back differs from what was written.
     """
     global _checked_once
-    codec = blosc_of(array)
+    codec = volume_codec(array)
     if codec is None:
         return False
     volume = volume.astype(array.dtype.newbyteorder("<"), copy=False)  # the bytes codec is little-endian
@@ -77,7 +83,7 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
         if verify and io.get(key) != encoded:
             raise StoreError(f"{where}: chunk {key} of t={t} c={c} reads back differently from what was written")
     if verify and not _checked_once:
-        if not np.array_equal(array[t, c], volume):
+        if not np.array_equal(array[t, c], volume, equal_nan=volume.dtype.kind in "fc"):
             raise StoreError(f"{where}: t={t} c={c} decodes differently from what was written")
         _checked_once = True
     return True
@@ -153,13 +159,20 @@ def get_records(array, *, where: str = "") -> np.ndarray | None:
     return np.array(padded[tuple(slice(0, n) for n in array.shape)], dtype=array.dtype)
 
 
-def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray | None:
+def get_volume_chunks(array, t: int, c: int, *, where: str = "", missing: str = "error") -> np.ndarray | None:
     """Read volume ``(t, c)`` of ``array`` by decoding its chunks directly.
 
     The counterpart of :func:`put_volume_chunks`: the chunks' bytes come straight from
     the store and Blosc decodes them into the volume, without zarr's event loop and
     codec pipeline (for a 21 x 512 x 512 volume in four chunks about half the time
-    of ``array[t, c]``). A chunk that was never written reads as the fill value.
+    of ``array[t, c]``). Checksummed chunks are verified first.
+
+    Parameters
+    ----------
+    missing : {"error", "fill"}
+        What a chunk that is not in the store means: damage (``"error"``, the default:
+        writers always write every chunk of a volume) or a volume not written yet
+        (``"fill"``: it reads as the fill value, as zarr does).
 
     Returns
     -------
@@ -170,9 +183,9 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray |
     Raises
     ------
     StoreError
-        When a chunk cannot be decoded (corrupt or truncated).
+        When a chunk is missing, fails its checksum or cannot be decoded.
     """
-    codec = blosc_of(array)
+    codec = volume_codec(array)
     if codec is None:
         return None
     dtype = array.dtype.newbyteorder("<")
@@ -185,14 +198,65 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "") -> np.ndarray |
         key = io.key((t, c, *index))
         encoded = io.get(key)
         if encoded is None:
+            if missing != "fill":
+                raise StoreError(damaged(where, t, c, f"chunk {key} is missing"))
             out[region] = array.fill_value
             continue
         try:
             codec.decode(encoded, out=scratch)
+        except ChecksumError as exc:
+            raise StoreError(damaged(where, t, c, f"chunk {key} fails its checksum ({exc})")) from None
         except Exception as exc:  # Blosc reports corrupt input as RuntimeError or ValueError
-            raise StoreError(f"{where}: chunk {key} of t={t} c={c} cannot be decoded ({exc}); corrupt or truncated?") from exc
+            raise StoreError(damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})")) from exc
         out[region] = scratch[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
+
+
+def missing_chunks(array, t: int, c: int) -> list[str]:
+    """Keys of the chunks of volume ``(t, c)`` that are not in the store (any codec)."""
+    io = ChunkIO(array)
+    keys = [io.key((t, c, *index)) for index, _ in chunk_regions(tuple(array.shape[2:]), tuple(array.chunks[2:]))]
+    return [key for key in keys if not io.exists(key)]
+
+
+def check_volume_chunks(array, t: int, c: int, *, where: str = "", decode: bool = False) -> None:
+    """Check that every chunk of volume ``(t, c)`` is in the store and passes its checksum,
+    one chunk in memory at a time (for volumes too large to read whole, and for
+    ``spheroid verify``). Arrays without checksums are decoded instead when ``decode`` is set.
+
+    Raises
+    ------
+    StoreError
+        Naming the volume and the first damaged chunk.
+    """
+    codec = volume_codec(array)
+    io = ChunkIO(array)
+    chunk = tuple(array.chunks[2:])
+    scratch = np.empty(chunk, dtype=array.dtype.newbyteorder("<")) if codec is not None and decode else None
+    for index, _ in chunk_regions(tuple(array.shape[2:]), chunk):
+        key = io.key((t, c, *index))
+        encoded = io.get(key)
+        if encoded is None:
+            raise StoreError(damaged(where, t, c, f"chunk {key} is missing"))
+        if codec is None:
+            continue
+        try:
+            if codec.checksum and not decode:
+                codec.verify(encoded)
+            elif decode:
+                codec.decode(encoded, out=scratch)
+        except ChecksumError as exc:
+            raise StoreError(damaged(where, t, c, f"chunk {key} fails its checksum ({exc})")) from None
+        except Exception as exc:  # Blosc reports corrupt input as RuntimeError or ValueError
+            raise StoreError(damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})")) from exc
+
+
+def damaged(where: str, t: int, c: int, problem: str) -> str:
+    """The one-line message for a damaged volume: which one, what is wrong, what to do."""
+    return (
+        f"{where}: volume t={t} c={c} is damaged: {problem}; "
+        f"run `spheroid verify STORE --repair` to unmark the damaged volumes, then rerun the stage that wrote them"
+    )
 
 
 def chunk_regions(shape: tuple[int, ...], chunk: tuple[int, ...]):
@@ -244,6 +308,13 @@ class ChunkIO:
                 os.unlink(partial)
             raise
 
+    def exists(self, key: str) -> bool:
+        if self.root is None:
+            from zarr.core.sync import sync
+
+            return bool(sync(self.store.exists(key)))
+        return os.path.isfile(os.path.join(self.root, key))
+
     def get(self, key: str) -> bytes | None:
         if self.root is None:
             from zarr.core.buffer import default_buffer_prototype
@@ -258,23 +329,82 @@ class ChunkIO:
             return None
 
 
-def blosc_of(array) -> Any | None:
-    """A numcodecs Blosc matching ``array``'s codecs, or ``None`` if its layout is not bytes + blosc."""
-    try:
-        from numcodecs import Blosc
-        from zarr.codecs import BloscCodec, BytesCodec
+class ChecksumError(ValueError):
+    """A chunk's stored CRC32C differs from its bytes' (the chunk file is damaged)."""
 
-        codecs = array.metadata.codecs
-        if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
-            return None
-        if not _little_endian(codecs[0], array) or not _regular_grid(array):
-            return None
-        blosc = codecs[1]
-        shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value]
-        typesize = blosc.typesize or array.dtype.itemsize
-        return Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=typesize)
+
+class VolumeCodec:
+    """The store's chunk codec done by hand: Blosc, then (optionally) a CRC32C of the result.
+
+    The bytes are exactly what zarr's ``BloscCodec`` followed by ``Crc32cCodec`` produce:
+    the Blosc frame, then its CRC32C as four little-endian bytes.
+    """
+
+    def __init__(self, blosc, checksum: bool):
+        self.blosc = blosc
+        self.checksum = checksum
+
+    def encode(self, block: np.ndarray) -> bytes:
+        data = bytes(self.blosc.encode(block))
+        if self.checksum:
+            data += crc32c(data)
+        return data
+
+    def verify(self, encoded: bytes) -> memoryview:
+        """The Blosc frame of ``encoded`` after checking its CRC32C (raises :class:`ChecksumError`)."""
+        body, stored = memoryview(encoded)[:-4], bytes(encoded[-4:])
+        if len(encoded) < 4 or crc32c(body) != stored:
+            raise ChecksumError(f"stored CRC32C {stored.hex()} != computed {crc32c(body).hex()}")
+        return body
+
+    def decode(self, encoded: bytes, out: np.ndarray) -> np.ndarray:
+        if self.checksum:
+            encoded = self.verify(encoded)
+        return self.blosc.decode(encoded, out=out)
+
+
+def crc32c(data) -> bytes:
+    """CRC32C of ``data`` as the four little-endian bytes zarr's ``crc32c`` codec appends."""
+    import google_crc32c
+
+    return int(google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)).to_bytes(4, "little")
+
+
+def volume_codec(array) -> VolumeCodec | None:
+    """The :class:`VolumeCodec` of ``array``: ``bytes`` + ``blosc`` (+ ``crc32c``) codecs on a
+    regular grid, little-endian; ``None`` for any other layout (callers then go through zarr)."""
+    try:
+        from zarr.codecs import Crc32cCodec
+
+        codecs = list(array.metadata.codecs)
+        checksum = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
+        if checksum:
+            codecs = codecs[:-1]
+        blosc = _blosc(codecs, array)
+        return None if blosc is None else VolumeCodec(blosc, checksum)
     except (AttributeError, KeyError, ImportError, TypeError):
         return None
+
+
+def blosc_of(array) -> Any | None:
+    """A numcodecs Blosc matching ``array``'s Blosc codec, or ``None`` if its layout is not
+    bytes + blosc (+ crc32c) on a regular grid."""
+    codec = volume_codec(array)
+    return None if codec is None else codec.blosc
+
+
+def _blosc(codecs, array):
+    from numcodecs import Blosc
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
+        return None
+    if not _little_endian(codecs[0], array) or not _regular_grid(array):
+        return None
+    blosc = codecs[1]
+    shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value]
+    typesize = blosc.typesize or array.dtype.itemsize
+    return Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=typesize)
 
 
 def _plain_bytes(array) -> bool:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.io import affine, ngff
@@ -42,6 +42,13 @@ def compressor(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> BloscCodec:
     if cname == "lz4":
         return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
     return BloscCodec(cname=cname, clevel=level, shuffle="bitshuffle")
+
+
+def chunk_codecs(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> list:
+    """The compressors of every image and label array: :func:`compressor`, then a CRC32C
+    checksum of the compressed chunk, so that damage to a chunk file is caught on read
+    (see :mod:`pipeline.io.chunks`)."""
+    return [compressor(level, cname), Crc32cCodec()]
 
 
 class Field:
@@ -164,7 +171,7 @@ class Field:
             shape=shape,
             chunks=chunks,
             dtype=dtype,
-            compressors=compressor(level, codec),
+            compressors=chunk_codecs(level, codec),
             fill_value=0,
             dimension_names=list(ngff.AXES),
         )

@@ -27,10 +27,10 @@ import zarr
 
 from pipeline.errors import InputError, StoreError
 from pipeline.io import ngff
-from pipeline.io.field import DEFAULT_LEVEL, RAW, RESERVED, Field, compressor
+from pipeline.io.field import DEFAULT_LEVEL, RAW, RESERVED, Field, chunk_codecs, compressor
 from pipeline.io.location import Location
 
-__all__ = ["DEFAULT_LEVEL", "RAW", "RESERVED", "Field", "Plate", "compressor", "iter_volumes", "parse_field", "parse_well"]
+__all__ = ["DEFAULT_LEVEL", "RAW", "RESERVED", "Field", "Plate", "chunk_codecs", "compressor", "iter_volumes", "parse_field", "parse_well"]
 
 LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.io import affine
-from pipeline.io.chunks import get_volume_chunks, put_chunk, put_volume_chunks
+from pipeline.io.chunks import damaged, get_volume_chunks, missing_chunks, put_chunk, put_volume_chunks
 from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
@@ -41,16 +41,35 @@ def read_volume(location: Location, array_path: str, t: int, c: int) -> np.ndarr
     :func:`~pipeline.io.chunks.get_volume_chunks`), through zarr otherwise. An image
     stored as integers plus per-volume linear maps (:mod:`pipeline.io.affine`) gives its
     float32 values.
+
+    Raises
+    ------
+    StoreError
+        When a chunk of the volume is missing, fails its checksum or cannot be decoded
+        (writers always write every chunk: a missing one is damage, not the fill value).
     """
     array = location.open_array(array_path)
     where = location.child(array_path)
     volume = get_volume_chunks(array, t, c, where=where)
-    volume = array[t, c] if volume is None else volume
+    if volume is None:
+        volume = read_through_zarr(array, t, c, where=where)
     group_path = array_path.rsplit("/", 1)[0] if "/" in array_path else ""
     if affine.is_stored_normalized(dict(location.open_group(group_path).attrs.get("spheroid", {}))):
         params = location.open_array(f"{group_path}/{affine.ARRAY}" if group_path else affine.ARRAY)[t, c]
         volume = affine.normalized(volume, params, where=f"{where} t={t} c={c}")
     return volume
+
+
+def read_through_zarr(array, t: int, c: int, *, where: str) -> np.ndarray:
+    """``array[t, c]`` for layouts the direct path does not handle, with missing chunks and
+    failed checksums reported as a damaged volume."""
+    gone = missing_chunks(array, t, c)
+    if gone:
+        raise StoreError(damaged(where, t, c, f"{len(gone)} chunk(s) missing (first: {gone[0]})"))
+    try:
+        return array[t, c]
+    except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
+        raise StoreError(damaged(where, t, c, str(exc).splitlines()[0][:200])) from None
 
 
 def write_normalized_volume(
@@ -122,7 +141,7 @@ def write_volume(
         volume = volume.astype(array.dtype)
     if not put_volume_chunks(array, t, c, volume, verify=verify, where=location.child(array_path)):
         array[t, c] = volume
-        if verify and not np.array_equal(array[t, c], volume):
+        if verify and not np.array_equal(array[t, c], volume, equal_nan=volume.dtype.kind in "fc"):
             raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
     mark_done(location, array_path, t, c)
     info = {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}

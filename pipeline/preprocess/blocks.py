@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.io.chunks import check_volume_chunks
 from pipeline.io.location import Location
 from pipeline.io.volumes import mark_done
 from pipeline.preprocess import chain as ch
@@ -81,7 +82,7 @@ def _write_block(block: np.ndarray, location: Location, array_path: str, t: int,
             raise StoreError(f"{location.child(array_path)}: cannot store {block.dtype} data in a {array.dtype} array without loss")
         block = block.astype(array.dtype)
     array[region] = block
-    if not np.array_equal(array[region], block):
+    if not np.array_equal(array[region], block, equal_nan=block.dtype.kind in "fc"):
         raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} block {where} differs from what was written")
     return np.ones((1, 1, 1), np.uint8)
 
@@ -136,7 +137,9 @@ def process_volume_blocks(
     import dask
     import dask.array as da
 
-    source = da.from_zarr(location.open_array(src))[t, c]
+    source_array = location.open_array(src)
+    check_volume_chunks(source_array, t, c, where=location.child(src))  # zarr reads a lost chunk as zeros
+    source = da.from_zarr(source_array)[t, c]
     out_array = location.open_array(dst)
     blocks = resolve_blocks(block_shape, source.shape)
     x = source.rechunk(blocks)
