@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -47,6 +49,38 @@ def _env_exports(settings: dict) -> list[str]:
         name = "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
         lines.append(f"export {name}={value}")
     return lines
+
+
+def worker_log_level() -> int:
+    """Level of the local workers' own logs: only critical ones, unless the run is verbose.
+
+    A task's error reaches the client, which reports it in one line; the worker's
+    "Compute Failed" block and its warnings about tasks cancelled at shutdown would
+    repeat it as a screenful. ``-v`` shows them.
+    """
+    return logging.WARNING if logging.getLogger("pipeline").isEnabledFor(logging.DEBUG) else logging.CRITICAL
+
+
+@contextmanager
+def stops_left_to_this_process() -> Iterator[None]:
+    """Start processes that ignore SIGINT and SIGTERM: they inherit the ignored dispositions.
+
+    Ctrl-C in a terminal signals the whole process group, and ``scancel`` every process
+    of the job. The process that started the run handles the signal (one line, then the
+    cluster closed in order, which stops the workers); without this every worker and
+    nanny would also print a KeyboardInterrupt traceback, or die at once and make the
+    scheduler warn about lost tasks and restart them. Dask itself stops a worker that
+    does not close when asked with SIGKILL, and a worker whose parent is gone exits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def default_workers() -> int:
@@ -101,7 +135,7 @@ def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator[
         config.threads_per_worker,
         "processes" if processes else "threads",
     )
-    with dask.config.set(quiet_settings(config)):  # worker processes get the client's config
+    with dask.config.set(quiet_settings(config)), stops_left_to_this_process():  # worker processes get the client's config
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=config.threads_per_worker,
@@ -111,13 +145,13 @@ def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator[
             # without a dashboard the scheduler still serves /health etc., by default on port 8787:
             # a random local port avoids "Port 8787 is already in use" when clusters run side by side
             scheduler_kwargs=None if config.dashboard else {"dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.WARNING,
+            silence_logs=worker_log_level(),
         )
-        try:
-            with Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
+    try:
+        with dask.config.set(quiet_settings(config)), Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
 
 
 @contextmanager

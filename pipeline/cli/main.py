@@ -27,6 +27,7 @@ LOG = logging.getLogger("pipeline")
 
 COMMANDS: dict[str, str] = {
     "info": "pipeline.cli.info:info",
+    "verify": "pipeline.cli.info:verify",
     "demo": "pipeline.cli.demo:demo",
     "segment": "pipeline.cli.segment:segment",
     "convert": "pipeline.cli.convert:convert",
@@ -52,6 +53,11 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _raise_interrupted(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor a second Ctrl-C
+    raise KeyboardInterrupt()
+
+
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when it is used."""
 
@@ -68,14 +74,47 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SpheroidError as exc:
-            if LOG.isEnabledFor(logging.DEBUG):
-                LOG.exception("failed")
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            fail(ctx, exc)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a storage error, damaged metadata, or a bug (shown in full)
+            user_error = explain(exc)
+            if user_error is None:
+                raise
+            fail(ctx, user_error, cause=exc)
         except KeyboardInterrupt as exc:
             how, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
             click.echo(f"{how}: finished volumes are kept; run the same command again to resume", err=True)
             ctx.exit(status)
+
+
+def fail(ctx: click.Context, exc: BaseException, *, cause: BaseException | None = None) -> None:
+    """Print ``error: <message>`` (one line; the traceback only with ``-v``) and exit 1."""
+    if LOG.isEnabledFor(logging.DEBUG):
+        LOG.error("failed", exc_info=cause or exc)
+    message = " ".join(str(exc).split("\n")[0].split()) if str(exc) else type(exc).__name__
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(1)
+
+
+def explain(exc: BaseException) -> SpheroidError | None:
+    """The user error behind an unexpected exception: a storage error (unreachable or full
+    storage, denied access), or damaged metadata in a store the command opened; ``None``
+    for anything else (a bug, shown with its traceback)."""
+    from pipeline.errors import StoreError, as_user_error
+
+    user_error = as_user_error(exc)
+    if user_error is not None:
+        return user_error
+    from pipeline.io.location import STORES_OPENED, find_damaged_metadata
+
+    for location in list(STORES_OPENED.values()):
+        damaged = find_damaged_metadata(location)
+        if damaged:
+            return StoreError(damaged)
+    return None
 
 
 def setup_logging(verbosity: int) -> None:
@@ -139,6 +178,8 @@ def main() -> None:
     """Console-script entry point (the process ends when it returns)."""
     gc.set_threshold(*GC_THRESHOLD)
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup, `&`)
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         cli(obj={})
     finally:

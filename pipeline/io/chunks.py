@@ -199,15 +199,15 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "", missing: str = 
         encoded = io.get(key)
         if encoded is None:
             if missing != "fill":
-                raise StoreError(damaged(where, t, c, f"chunk {key} is missing"))
+                raise damaged(where, t, c, f"chunk {key} is missing")
             out[region] = array.fill_value
             continue
         try:
             codec.decode(encoded, out=scratch)
         except ChecksumError as exc:
-            raise StoreError(damaged(where, t, c, f"chunk {key} fails its checksum ({exc})")) from None
+            raise damaged(where, t, c, f"chunk {key} fails its checksum ({exc})") from None
         except Exception as exc:  # Blosc reports corrupt input as RuntimeError or ValueError
-            raise StoreError(damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})")) from exc
+            raise damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})") from exc
         out[region] = scratch[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
 
@@ -237,7 +237,7 @@ def check_volume_chunks(array, t: int, c: int, *, where: str = "", decode: bool 
         key = io.key((t, c, *index))
         encoded = io.get(key)
         if encoded is None:
-            raise StoreError(damaged(where, t, c, f"chunk {key} is missing"))
+            raise damaged(where, t, c, f"chunk {key} is missing")
         if codec is None:
             continue
         try:
@@ -246,17 +246,35 @@ def check_volume_chunks(array, t: int, c: int, *, where: str = "", decode: bool 
             elif decode:
                 codec.decode(encoded, out=scratch)
         except ChecksumError as exc:
-            raise StoreError(damaged(where, t, c, f"chunk {key} fails its checksum ({exc})")) from None
+            raise damaged(where, t, c, f"chunk {key} fails its checksum ({exc})") from None
         except Exception as exc:  # Blosc reports corrupt input as RuntimeError or ValueError
-            raise StoreError(damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})")) from exc
+            raise damaged(where, t, c, f"chunk {key} cannot be decoded ({exc})") from exc
 
 
-def damaged(where: str, t: int, c: int, problem: str) -> str:
-    """The one-line message for a damaged volume: which one, what is wrong, what to do."""
-    return (
-        f"{where}: volume t={t} c={c} is damaged: {problem}; "
-        f"run `spheroid verify STORE --repair` to unmark the damaged volumes, then rerun the stage that wrote them"
-    )
+class DamagedVolume(StoreError):
+    """A volume marked done whose chunks are missing or fail their checksum."""
+
+    def __init__(self, where: str, t: int, c: int, problem: str):
+        super().__init__(
+            f"{where}: volume t={t} c={c} is damaged: {problem}; "
+            "run `spheroid verify STORE --repair` to unmark the damaged volumes, then rerun the stage that wrote them"
+        )
+        self.problem = problem
+
+    def __reduce__(self):  # picklable with its own arguments, so it crosses from Dask workers intact
+        return (_rebuild_damaged, (str(self), self.problem))
+
+
+def _rebuild_damaged(message: str, problem: str) -> "DamagedVolume":
+    exc = DamagedVolume.__new__(DamagedVolume)
+    StoreError.__init__(exc, message)
+    exc.problem = problem
+    return exc
+
+
+def damaged(where: str, t: int, c: int, problem: str) -> DamagedVolume:
+    """The error for a damaged volume: which one, what is wrong, what to do."""
+    return DamagedVolume(where, t, c, problem)
 
 
 def chunk_regions(shape: tuple[int, ...], chunk: tuple[int, ...]):

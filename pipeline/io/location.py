@@ -11,7 +11,7 @@ from typing import Any
 
 import zarr
 
-from pipeline.errors import StoreError, require
+from pipeline.errors import StoreError, as_user_error, require
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -21,6 +21,13 @@ _OPENED: OrderedDict[tuple, tuple[bytes, Any]] = OrderedDict()
 they were opened from (see :meth:`Location._cached`)."""
 _OPENED_MAX = 64
 _OPENED_LOCK = threading.Lock()
+STORES_OPENED: dict[str, "Location"] = {}
+"""Every store this process opened a group of, by URL: where :func:`find_damaged_metadata`
+looks when an unexpected error ends a command."""
+
+
+class DamagedMetadata(StoreError):
+    """A node's ``zarr.json`` is empty, truncated or not the metadata zarr expects."""
 
 
 def url_scheme(url: str) -> str:
@@ -112,14 +119,17 @@ class Location:
         return self._cached("group", path, mode, lambda: self._open_group(path, mode))
 
     def _open_group(self, path: str, mode: str) -> zarr.Group:
+        STORES_OPENED.setdefault(self.url, self)
         try:
             return zarr.open_group(store=self.url, path=path or None, mode=mode, storage_options=self._options(), zarr_format=3)
         except FileNotFoundError as exc:
             raise StoreError(f"{self.child(path) if path else self.url}: no such store or group") from exc
         except zarr.errors.GroupNotFoundError as exc:
             raise StoreError(f"{self.child(path) if path else self.url}: no such store or group") from exc
-        except OSError as exc:
-            raise StoreError(f"{self.url}: cannot open store ({exc})") from exc
+        except (zarr.errors.ContainsArrayError, zarr.errors.NodeTypeValidationError) as exc:
+            raise StoreError(f"{self.child(path) if path else self.url}: is an array, not a store or group (give the store's root folder)") from exc
+        except Exception as exc:
+            raise self._storage_error(exc, path) from exc
 
     def open_array(self, path: str, mode: str = "r") -> zarr.Array:
         """Open the array at ``path`` below the root."""
@@ -130,8 +140,8 @@ class Location:
             return zarr.open_array(store=self.url, path=path, mode=mode, storage_options=self._options(), zarr_format=3)
         except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
             raise StoreError(f"{self.child(path)}: no such array") from exc
-        except OSError as exc:
-            raise StoreError(f"{self.url}: cannot open store ({exc})") from exc
+        except Exception as exc:
+            raise self._storage_error(exc, path) from exc
 
     def exists(self) -> bool:
         """Whether a zarr group already exists at the root."""
@@ -139,6 +149,55 @@ class Location:
             zarr.open_group(store=self.url, mode="r", storage_options=self._options(), zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             return False
-        except OSError as exc:
-            raise StoreError(f"{self.url}: cannot reach store ({exc})") from exc
+        except Exception as exc:
+            err = self._storage_error(exc, "")
+            if isinstance(err, DamagedMetadata):
+                return True  # something is there: replaced only with --overwrite
+            raise err from exc
         return True
+
+    def _storage_error(self, exc: Exception, path: str) -> Exception:
+        """A one-line :class:`StoreError` for what went wrong opening ``path``: storage
+        errors (unreachable endpoint, denied access, credentials) and damaged metadata
+        (a ``zarr.json`` that is empty or not JSON); anything else is returned as is."""
+        where = self.child(path) if path else self.url
+        err = as_user_error(exc, self.url)
+        if err is not None:
+            return err
+        if isinstance(exc, (ValueError, TypeError, KeyError)):
+            return DamagedMetadata(f"{where}/zarr.json: damaged store metadata ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'})")
+        return exc
+
+
+def find_damaged_metadata(location: Location, max_nodes: int = 100_000) -> str | None:
+    """The first ``zarr.json`` of a local store that is not a JSON object, as a one-line message.
+
+    Zarr reads node metadata lazily, wherever a group is listed or an attribute read, and
+    a damaged document surfaces as a bare ``JSONDecodeError`` that names no file. The
+    command line calls this when an unexpected error ends a command, to name the file.
+    Chunk folders (``c/``) are not walked. Remote stores are not scanned (``None``).
+    """
+    import json
+
+    if location.scheme != "file" or not os.path.isdir(location.url):
+        return None
+    seen = 0
+    for folder, dirs, files in os.walk(location.url):
+        dirs[:] = sorted(d for d in dirs if d != "c")
+        if "zarr.json" not in files:
+            continue
+        seen += 1
+        if seen > max_nodes:
+            return None
+        path = os.path.join(folder, "zarr.json")
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read()
+            if not text.strip():
+                return f"{path}: damaged store metadata (empty file)"
+            doc = json.loads(text)
+        except (OSError, ValueError) as exc:
+            return f"{path}: damaged store metadata ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        if not isinstance(doc, dict) or doc.get("node_type") not in ("group", "array"):
+            return f"{path}: damaged store metadata (not a zarr v3 node document)"
+    return None

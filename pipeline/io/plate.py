@@ -113,9 +113,12 @@ class Plate:
         """
         location = Location(url, storage_options or {})
         group = location.open_group(mode=mode)
-        if "plate" not in group.attrs.get("ome", {}):
+        ome = group.attrs.get("ome", {})
+        if not isinstance(ome, dict) or "plate" not in ome:
             raise StoreError(f"{location.url}: not an OME-Zarr plate (no 'ome.plate' metadata)")
-        return cls(location, group)
+        plate = cls(location, group)
+        plate.wells()  # malformed plate metadata: one line now, not a traceback later
+        return plate
 
     @property
     def name(self) -> str:
@@ -123,16 +126,39 @@ class Plate:
 
     # -- wells and fields -----------------------------------------------------------
     def wells(self) -> list[tuple[str, str]]:
-        """``(row, column)`` of every well, in plate order."""
-        return [tuple(w["path"].split("/")) for w in self.group.attrs["ome"]["plate"]["wells"]]
+        """``(row, column)`` of every well, in plate order.
+
+        Raises
+        ------
+        StoreError
+            If the plate metadata is malformed (naming the store's ``zarr.json``).
+        """
+        try:
+            wells = [tuple(w["path"].split("/")) for w in self.group.attrs["ome"]["plate"]["wells"]]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"{self.location.child('zarr.json')}: malformed plate metadata (ome.plate.wells: {type(exc).__name__}: {exc})") from exc
+        if any(len(w) != 2 for w in wells):
+            raise StoreError(f"{self.location.child('zarr.json')}: malformed plate metadata (a well path is not ROW/COLUMN)")
+        return wells
 
     def fields(self) -> list["Field"]:
-        """Every field of every well, in plate order."""
+        """Every field of every well, in plate order.
+
+        Raises
+        ------
+        StoreError
+            If a well is missing or its metadata is malformed.
+        """
         out = []
         for row, col in self.wells():
+            if f"{row}/{col}" not in self.group:
+                raise StoreError(f"{self.location.child(f'{row}/{col}')}: the plate lists well {row}{col} but the store has no such group")
             well = self.group[f"{row}/{col}"]
-            for image in well.attrs["ome"]["well"]["images"]:
-                out.append(Field(self, row, col, int(image["path"])))
+            try:
+                indices = [int(image["path"]) for image in well.attrs["ome"]["well"]["images"]]
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise StoreError(f"{self.location.child(f'{row}/{col}/zarr.json')}: malformed well metadata (ome.well.images: {type(exc).__name__}: {exc})") from exc
+            out.extend(Field(self, row, col, index) for index in indices)
         return out
 
     def field(self, well: str, index: int = 0) -> "Field":

@@ -65,11 +65,11 @@ def read_through_zarr(array, t: int, c: int, *, where: str) -> np.ndarray:
     failed checksums reported as a damaged volume."""
     gone = missing_chunks(array, t, c)
     if gone:
-        raise StoreError(damaged(where, t, c, f"{len(gone)} chunk(s) missing (first: {gone[0]})"))
+        raise damaged(where, t, c, f"{len(gone)} chunk(s) missing (first: {gone[0]})")
     try:
         return array[t, c]
     except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
-        raise StoreError(damaged(where, t, c, str(exc).splitlines()[0][:200])) from None
+        raise damaged(where, t, c, str(exc).splitlines()[0][:200]) from None
 
 
 def write_normalized_volume(
