@@ -135,6 +135,9 @@ def open_client(config: ClusterConfig, *, in_process: bool = False) -> Iterator[
         config.threads_per_worker,
         "processes" if processes else "threads",
     )
+    from pipeline.runner import WORKER_LOG_LEVEL
+
+    os.environ[WORKER_LOG_LEVEL] = str(worker_log_level())  # read by the workers' first task
     with dask.config.set(quiet_settings(config)), stops_left_to_this_process():  # worker processes get the client's config
         cluster = LocalCluster(
             n_workers=n_workers,

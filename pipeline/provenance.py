@@ -67,3 +67,17 @@ def provenance(stage: str, config: BaseModel | dict[str, Any] | None = None, **e
     }
     record.update(extra)
     return record
+
+
+def settings_signature(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that determine a stage's output (canonical JSON, SHA-256).
+
+    Stored with an output (``attrs["spheroid"]["signature"]``) beside the settings
+    themselves, so that a rerun can tell whether it would write the same data: a run
+    with other settings is refused unless it recomputes everything (``--overwrite``).
+    """
+    import hashlib
+    import json
+
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -3,11 +3,58 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from pipeline.errors import as_user_error
+
 LOG = logging.getLogger(__name__)
+
+
+WORKER_LOG_LEVEL = "SPHEROID_WORKER_LOG_LEVEL"
+"""Environment variable a local cluster's workers read their log level from (see
+:func:`pipeline.cluster.worker_log_level`); unset elsewhere (SLURM workers keep their logs)."""
+_quieted: list[int] = []
+
+
+def quiet_worker_logs() -> None:
+    """Once per worker process: Dask's worker loggers at the level the client asked for.
+
+    A task's error reaches the client, which reports it in one line; the worker would
+    also log it as a "Compute Failed" block with its traceback.
+    """
+    level = os.environ.get(WORKER_LOG_LEVEL)
+    if not level or _quieted:
+        return
+    for name in ("distributed.worker", "distributed.worker.state_machine", "distributed.core"):
+        logging.getLogger(name).setLevel(int(level))
+    _quieted.append(int(level))
+
+
+def call_task(func: Callable[..., Any], item: Any, /, **kwargs: Any) -> Any:
+    """Worker side: ``func(item, **kwargs)``, with user errors made fit to cross to the client.
+
+    Dask pickles a task's exception to send it to the client; one whose ``__cause__``
+    chain holds an exception that does not unpickle (zarr's, botocore's) arrives as a
+    bare ``Exception(repr)``, which the command line cannot report in one line. A
+    :class:`~pipeline.errors.SpheroidError` is sent without its chain, and a storage
+    error (a full disk, an unreachable endpoint) as a :class:`~pipeline.errors.StoreError`.
+    Other exceptions are bugs and travel as they are, with their traceback.
+    """
+    quiet_worker_logs()
+    try:
+        return func(item, **kwargs)
+    except Exception as exc:
+        user_error = as_user_error(exc, getattr(kwargs.get("location"), "url", ""))
+        if user_error is None:
+            raise
+    # raised outside the handler, so that no exception is chained to it
+    user_error.__cause__ = user_error.__context__ = None
+    user_error.__traceback__ = None
+    raise user_error
 
 
 def run_tasks(
@@ -53,7 +100,10 @@ def run_tasks(
 
     if not items:
         return []
-    futures = client.map(func, list(items), pure=False, **kwargs)
+    name = getattr(func, "__name__", "task")
+    token = uuid.uuid4().hex
+    items = list(items)
+    futures = client.map(call_task, [func] * len(items), items, key=[f"{name}-{token}-{i}" for i in range(len(items))], **kwargs)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     bar = tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress, leave=False)

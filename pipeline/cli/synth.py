@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,21 @@ LOG = logging.getLogger(__name__)
 
 OUTPUTS = ("raw", "truth", "synth.yaml")
 """What ``synth`` writes into OUT_DIR (and what ``--overwrite`` replaces)."""
+TEMP_PREFIX = ".synth-"
+"""A run writes into ``OUT_DIR/.synth-<pid>-*`` and moves the outputs into place at the end."""
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete the temporary folders of earlier runs that were killed (their process is gone)."""
+    import psutil
+
+    if not out_dir.is_dir():
+        return
+    for entry in out_dir.glob(f"{TEMP_PREFIX}*"):
+        pid = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if entry.is_dir() and not (pid.isdigit() and psutil.pid_exists(int(pid)) and int(pid) != os.getpid()):
+            LOG.info("removing %s, left by an interrupted run", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @click.command()
@@ -49,9 +65,10 @@ def synth(
     from pipeline.synth import generate, write_export
 
     config = apply_overrides(config, timepoints=timepoints, shape=shape, wells=wells, seed=seed)
+    remove_stale_temporaries(out_dir)
     check_out_dir(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=out_dir) as tmp:
         for well in config.wells:
             result = generate(config, well=well, progress=not progress_disabled())
             write_export(result, tmp, layout=layout, compression=None if compression == "none" else compression)

@@ -183,7 +183,14 @@ def stored_dtype(source: Source, config: ConvertConfig) -> np.dtype:
         if dtype.kind == "f" and config.uint8_range is None:
             raise InputError(f"{source.label}: {dtype} data need 'uint8_range' to be converted to 8 bits")
         return np.dtype("uint8")
-    return np.dtype("uint8") if dtype == np.bool_ else dtype
+    out = np.dtype("uint8") if dtype == np.bool_ else dtype
+    if out not in (np.uint8, np.uint16):
+        LOG.warning(
+            "%s: %s pixels are stored as %s; preprocess and segment take uint8 or uint16 images "
+            "(set to_uint8 with uint8_range to convert them to 8 bits)",
+            source.label, dtype, out,
+        )
+    return out
 
 
 def uint8_range(plan: FieldPlan, config: ConvertConfig) -> tuple[float, float] | None:

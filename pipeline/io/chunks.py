@@ -321,6 +321,12 @@ class ChunkIO:
             with file:
                 file.write(data)
             os.replace(partial, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            if exc.filename is None:  # a full disk names no file: name the chunk
+                raise OSError(exc.errno, exc.strerror, path) from exc
+            raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)

@@ -51,6 +51,20 @@ def chunk_codecs(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> list:
     return [compressor(level, cname), Crc32cCodec()]
 
 
+def describe_change(old: dict | None, new: dict | None, limit: int = 3) -> str:
+    """``key: old -> new`` for the settings that differ (the first ``limit``), for error messages."""
+    if not isinstance(old, dict):
+        return "no record of the settings it was made with"
+    new = new or {}
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    parts = []
+    for key in changed[:limit]:
+        a, b = (str(v) if not isinstance(v, (dict, list)) else "..." for v in (old.get(key), new.get(key)))
+        parts.append(f"{key}: {a[:60]} -> {b[:60]}")
+    more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(parts) + more if parts else "a different signature"
+
+
 class Field:
     """One field of view of one well: a raw image plus derived images, labels and tables."""
 
@@ -153,7 +167,13 @@ class Field:
         root = self.plate.group
         if gpath in root and not overwrite:
             existing = root[f"{gpath}/0"] if f"{gpath}/0" in root else None
-            same_kind = affine.is_stored_normalized(dict(root[gpath].attrs.get("spheroid", {}))) == normalized
+            old_attrs = dict(root[gpath].attrs.get("spheroid", {}))
+            same_kind = affine.is_stored_normalized(old_attrs) == normalized
+            if existing is not None and "signature" in (attrs or {}) and old_attrs.get("signature") != attrs["signature"]:
+                raise StoreError(
+                    f"{self.plate.location.child(gpath)}: was made with other settings ({describe_change(old_attrs.get('settings'), attrs.get('settings'))}); "
+                    "pass --overwrite to recompute it"
+                )
             if existing is not None and existing.shape == shape and existing.dtype == np.dtype(dtype) and existing.chunks == chunks and same_kind:
                 LOG.info("resuming into existing %s", self.plate.location.child(gpath))
                 return existing

@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.config.preprocess import PreprocessConfig
 from pipeline.errors import InputError
 from pipeline.io.plate import Field
+from pipeline.io.volumes import read_volume
 from pipeline.preprocess import chain as ch
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ def preview_panels(field: Field, config: PreprocessConfig, t: int, z: int) -> li
         If ``t`` or ``z`` is out of range.
     """
     image = field.image(config.input)
+    where = field.plate.location.child(field.image_path(config.input))
+    if np.dtype(image.dtype) not in (np.uint8, np.uint16):
+        raise InputError(f"{where}: image '{config.input}' is {image.dtype}; preprocessing needs uint8 or uint16 data")
     n_t, _, n_z = image.shape[:3]
     if not 0 <= t < n_t:
         raise InputError(f"--t {t}: field {field} has time points 0..{n_t - 1}")
@@ -65,7 +69,7 @@ def preview_panels(field: Field, config: PreprocessConfig, t: int, z: int) -> li
         raise InputError(f"--z {z}: field {field} has z-slices 0..{n_z - 1}")
     rows = []
     for c, name in enumerate(field.meta(config.input).channels):
-        volume = image[t, c]
+        volume = read_volume(field.plate.location, field.array_path(config.input), t, c)
         panels = [("raw", volume[z].copy())]
         for step, result in ch.iter_chain(volume, config.chain_for(name)):
             panels.append((step_label(step), result[z].copy()))
@@ -116,6 +120,10 @@ def write_preview(
     """
     from matplotlib.figure import Figure
 
+    out = Path(out)
+    formats = Figure().canvas.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        raise InputError(f"--out {out}: unsupported image format '{out.suffix}' (use {', '.join('.' + f for f in ('png', 'pdf', 'svg', 'tif', 'jpg'))})")
     rows = preview_panels(field, config, t, z)
     n_cols = max(len(p) for _, p in rows)
     fig = Figure(figsize=(2.4 * n_cols, 2.9 * len(rows) + 0.7), dpi=dpi, layout="constrained")
@@ -144,7 +152,6 @@ def write_preview(
         else f"each panel stretched to its own {lo_p}-{hi_p} percentiles"
     )
     fig.suptitle(f"{field.plate.name} field {field}  t={t}  z={z}: raw, then after each step\n{how}", fontsize=8)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     LOG.info("wrote %s", out)

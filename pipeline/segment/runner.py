@@ -22,7 +22,7 @@ from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
 from pipeline.io.volumes import read_volume, write_volume
 from pipeline import workers
-from pipeline.provenance import provenance
+from pipeline.provenance import provenance, settings_signature
 from pipeline.segment.backends import get_segmenter
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +66,22 @@ def segment_task(task: SegmentTask, location: Location, config_json: str, thread
     return {"field": task.field, "t": task.t, "nuclei": nuclei, "seconds": seconds}
 
 
+INFORMATIVE = ("device", "model_card", "model")
+"""Keys of a segmenter's ``describe()`` that do not change the labels (the model folder's path
+is one: the same model installed elsewhere gives the same labels; its content hashes count)."""
+
+
+def segment_settings(config: SegmentConfig, segmenter) -> dict[str, Any]:
+    """What determines the labels: input image and channel, tiling, and the model's identity.
+
+    Stored with the labels (``attrs["spheroid"]["settings"]`` and its ``signature``): a
+    rerun with other settings is refused unless ``--overwrite``, so a label image never
+    mixes time points made differently, and its records always name what made it.
+    """
+    described = {k: v for k, v in segmenter.describe().items() if k not in INFORMATIVE}
+    return {"input": config.input, "channel": config.channel, "tile": config.tile, "overlap": config.overlap, **described}
+
+
 def run_segment(
     plate: Plate,
     config: SegmentConfig,
@@ -106,13 +122,19 @@ def run_segment(
         Before any work starts, when the input image, channel or model does not fit.
     """
     segmenter = get_segmenter(config)  # fails early on a missing or bad model
+    settings = segment_settings(config, segmenter)
+    signature = settings_signature(settings)
     plans = []
     for fld in plate.select(fields):
         if not fld.has_image(config.input) or not fld.is_complete(config.input):
             raise StoreError(f"{plate.location.url}: field {fld} has no complete '{config.input}' image; run the stage that writes it first")
         meta = fld.meta(config.input)
         if config.channel not in meta.channels:
-            raise ConfigError(f"{source}: key 'channel': field {fld} has no channel {config.channel!r} (channels: {', '.join(meta.channels)})")
+            where = f"{source}: key 'channel'" if source != "<defaults>" else f"{plate.location.url}"
+            raise ConfigError(
+                f"{where}: field {fld} has no channel {config.channel!r} (channels: {', '.join(meta.channels)}); "
+                "name the nuclear channel with --channel (or 'channel' in the config)"
+            )
         segmenter.check(voxel_size=meta.voxel_size, channels=[config.channel], source=f"{plate.location.url} field {fld}")
         plans.append((fld, meta))
 
@@ -127,7 +149,7 @@ def run_segment(
             label_meta,
             chunk_yx=tuple(fld.image(config.input).chunks[3:]),
             overwrite=overwrite,
-            attrs={"stage": STAGE, "source": config.input, "channel": config.channel, **segmenter.describe()},
+            attrs={"stage": STAGE, "source": config.input, "channel": config.channel, **segmenter.describe(), "settings": settings, "signature": signature},
         )
         done = fld.done(config.output, label=True)
         c = meta.channels.index(config.channel)
@@ -158,7 +180,7 @@ def run_segment(
             )
     seconds = time.perf_counter() - start
 
-    record = provenance(STAGE, config, fields=[str(f) for f, _ in plans], **{"segmenter": segmenter.describe()["model"]})
+    record = provenance(STAGE, config, fields=[str(f) for f, _ in plans], settings=settings, signature=signature)
     for fld, _ in plans:
         if not fld.is_complete(config.output, label=True):
             fld.mark_complete(config.output, label=True, provenance=record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -25,7 +26,9 @@ class Segmenter(Protocol):
     name: str
 
     def describe(self) -> dict:
-        """Plain-data description (model name, card, versions) stored with the labels."""
+        """Plain-data description stored with the labels: ``backend``, ``model`` and whatever
+        identifies the result (weights and card hashes...); ``device``, ``model`` (the folder's
+        path) and ``model_card`` are informative only (see :func:`pipeline.segment.runner.segment_settings`)."""
 
     def check(self, *, voxel_size: Sequence[float], channels: Sequence[str], source: str) -> None:
         """Raise :class:`~pipeline.errors.InputError` when the data does not suit the model."""
@@ -49,10 +52,15 @@ class UNetSegmenter:
         self.model, self.card = load_model(self.folder, device=self.device)
 
     def describe(self) -> dict:
+        from pipeline.segment.unet.card import CARD_NAME
+        from pipeline.groundtruth.tiffio import file_sha256
+
         return {
             "backend": self.name,
             "model": self.folder,
             "model_name": self.card.name,
+            "weights_sha256": file_sha256(Path(self.folder) / self.card.weights),
+            "card_sha256": file_sha256(Path(self.folder) / CARD_NAME),
             "model_card": self.card.model_dump(mode="json", exclude={"training"}),
             "device": str(self.device),
         }
