@@ -126,6 +126,12 @@ def setup_logging(verbosity: int) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for noisy in ("distributed", "asyncio", "fsspec", "numcodecs", "matplotlib", "PIL", "tifffile", "numba", "urllib3", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # tifffile logs (rather than raises) what it finds wrong in a file; the readers collect
+    # those messages and report the file in one error line (-v shows tifffile's own)
+    tiff_log = logging.getLogger("tifffile")
+    tiff_log.propagate = verbosity >= 1
+    if not any(isinstance(h, logging.NullHandler) for h in tiff_log.handlers):
+        tiff_log.addHandler(logging.NullHandler())  # else logging's last-resort handler prints them
     # its one warning is "Async instruction ... ended with CancelledError", from workers closed with
     # tasks running (Ctrl-C, SIGTERM); forked workers inherit the level
     logging.getLogger("distributed.worker.state_machine").setLevel(max(level, logging.ERROR))

@@ -50,15 +50,24 @@ def read_tiff(path: str | Path, *, min_ndim: int = 0) -> tuple[np.ndarray, tuple
     """
     import tifffile
 
+    from pipeline.io.readers.tiff import check_series_complete, tifffile_errors
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            data = tif.series[0].asarray()
-            voxel = _voxel_size(tif)
-    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error... on corrupt files
-        raise InputError(f"{path}: not a readable TIFF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from exc
+    with tifffile_errors() as errors:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                check_series_complete(series, str(path))
+                data = series.asarray()
+                voxel = _voxel_size(tif)
+        except InputError:
+            raise
+        except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error... on corrupt files
+            raise InputError(f"{path}: not a readable TIFF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from exc
+    if errors:  # tifffile logs, rather than raises, broken ImageJ metadata and page offsets past the end
+        raise InputError(f"{path}: truncated or corrupt TIFF ({errors[0]})")
     while data.ndim > max(3, min_ndim) and data.shape[0] == 1:
         data = data[0]
     if data.ndim < min_ndim:

@@ -206,7 +206,7 @@ def open_tiff(path: str | os.PathLike, *, axes: str | None = None) -> list[TiffS
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     stamp = FileStamp.of(path)
-    with _tifffile_errors() as errors:
+    with tifffile_errors() as errors:
         try:
             with tifffile.TiffFile(path) as tif:
                 series_list = list(tif.series)
@@ -247,15 +247,33 @@ def open_tiff(path: str | os.PathLike, *, axes: str | None = None) -> list[TiffS
 
 def _check_complete(series, layout: AxisLayout, path: str) -> None:
     """Every page the axes announce exists and its pixel data lies inside its file."""
+    check_series_complete(series, path, layout.n_pages)
+
+
+def check_series_complete(series, path: str, n_pages: int | None = None) -> None:
+    """Every page of a tifffile series exists and its pixel data lies inside its file.
+
+    ``n_pages`` defaults to the series' size over its key frame's (the pages its shape
+    announces). A truncated ImageJ hyperstack (as Fiji writes it: one contiguous block
+    announced in the description) otherwise reads as its first pages only.
+
+    Raises
+    ------
+    InputError
+        Naming the file and what is missing.
+    """
     pages = series.pages
-    if len(pages) < layout.n_pages:
-        raise InputError(f"{path}: truncated or corrupt TIFF: {len(pages)} of {layout.n_pages} pages for axes {series.axes} {tuple(series.shape)}")
+    if n_pages is None:
+        frame = int(np.prod(series.keyframe.shape)) or 1
+        n_pages = max(1, int(np.prod(series.shape)) // frame)
+    if len(pages) < n_pages:
+        raise InputError(f"{path}: truncated or corrupt TIFF: {len(pages)} of {n_pages} pages for axes {series.axes} {tuple(series.shape)}")
     if series.dataoffset is not None:  # contiguous (ImageJ, uncompressed tifffile output)
         size = series.parent.filehandle.size
         if series.dataoffset + series.nbytes > size:
             raise InputError(f"{path}: truncated: pixel data needs {series.dataoffset + series.nbytes} bytes, the file has {size}")
         return
-    for number in range(layout.n_pages):
+    for number in range(n_pages):
         page = pages[number]
         if page is None:
             raise InputError(f"{path}: truncated or corrupt TIFF: page {number} is missing")
@@ -263,6 +281,11 @@ def _check_complete(series, layout: AxisLayout, path: str) -> None:
         ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
         if ends and max(ends) > size:
             raise InputError(f"{path}: truncated: page {number} needs {max(ends)} bytes, the file has {size}")
+
+
+_COLLECTING: list = []
+_COLLECTING_LOCK = threading.Lock()
+_PROPAGATE = [True]
 
 
 class _ErrorCollector(logging.Handler):
@@ -275,15 +298,26 @@ class _ErrorCollector(logging.Handler):
 
 
 @contextmanager
-def _tifffile_errors() -> Iterator[list[str]]:
-    """Collect what tifffile logs at ERROR level (it logs, rather than raises, on bad offsets)."""
+def tifffile_errors() -> Iterator[list[str]]:
+    """Collect what tifffile logs at ERROR level (it logs, rather than raises, bad offsets and
+    broken ImageJ metadata); while collecting they are kept out of the log, since the
+    reader reports them as one :class:`InputError`."""
     logger = logging.getLogger("tifffile")
     handler = _ErrorCollector()
-    logger.addHandler(handler)
+    with _COLLECTING_LOCK:
+        if not _COLLECTING:
+            _PROPAGATE[0] = logger.propagate
+        logger.addHandler(handler)
+        _COLLECTING.append(handler)
+        logger.propagate = False  # the reader reports them as one InputError instead
     try:
         yield handler.messages
     finally:
-        logger.removeHandler(handler)
+        with _COLLECTING_LOCK:
+            logger.removeHandler(handler)
+            _COLLECTING.remove(handler)
+            if not _COLLECTING:
+                logger.propagate = _PROPAGATE[0]
 
 
 # -- open files, cached per process -------------------------------------------------------
