@@ -116,8 +116,12 @@ def test_groundtruth_refuses_to_overwrite_and_checks_image(tmp_path, rng):
     _write(tmp_path / "masks.tif", lab)
     _write(tmp_path / "img.tif", np.zeros((4, 40, 40), np.uint16))
     assert run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt").exit_code == 0
-    res = run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt")
-    assert res.exit_code == 1 and "--overwrite" in res.output
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "gt").iterdir()}
+    res = run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt")  # same input: finished, kept
+    assert res.exit_code == 0 and {p.name: p.stat().st_mtime_ns for p in (tmp_path / "gt").iterdir()} == stamps
+    _write(tmp_path / "other.tif", lab[:, ::-1].copy())
+    res = run("groundtruth", "--labels", tmp_path / "other.tif", "--out", tmp_path / "gt")
+    assert res.exit_code == 1 and "another input or with other parameters" in res.output and "--overwrite" in res.output
     assert run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt", "--overwrite").exit_code == 0
     res = run("trainset", "add", tmp_path / "ts", "--image", tmp_path / "img.tif", "--labels", tmp_path / "masks.tif", "--source", "cellpose")
     assert res.exit_code == 1 and "does not match the image" in res.output
@@ -179,3 +183,16 @@ def test_from_samples_real_data(tmp_path, shared_data):
 def test_from_samples_cli_bad_data_dir(tmp_path):
     res = run("trainset", "from-samples", tmp_path / "ts", "--data", tmp_path / "nothing")
     assert res.exit_code == 1 and "no such data folder" in res.output and not (tmp_path / "ts").exists()
+
+
+def test_groundtruth_interrupted_between_its_files_is_redone(tmp_path, rng):
+    """groundtruth.json is written last: a folder without it holds leftovers of a stopped run,
+    which a rerun recomputes (no --overwrite needed) into the same files as an undisturbed run."""
+    _write(tmp_path / "masks.tif", _masks(rng))
+    assert run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "ref").exit_code == 0
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "semantic.tif").write_bytes((tmp_path / "ref" / "semantic.tif").read_bytes()[:100])  # stopped mid-set
+    res = run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt")
+    assert res.exit_code == 0, res.output
+    for name in ("semantic.tif", "instances.tif"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "gt" / name), tifffile.imread(tmp_path / "ref" / name))

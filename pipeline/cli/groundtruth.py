@@ -48,16 +48,16 @@ def groundtruth(labels, out, config, overwrite, add_to, image, source, channel, 
     OUT/groundtruth.json (class balance, parameters, provenance).
     """
     from pipeline.errors import InputError
-    from pipeline.groundtruth.files import OUTPUTS, add_files_to_trainset, groundtruth_files
+    from pipeline.groundtruth.files import add_files_to_trainset, finished_report, groundtruth_files, same_inputs
     from pipeline.groundtruth.trainset import format_balance
 
     if add_to is not None and image is None:
         raise InputError("--add-to needs --image (the image the masks belong to)")
     if image is not None and add_to is None:
         raise InputError("--image is only used with --add-to TRAINSET")
-    existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not overwrite:
-        raise InputError(f"{out}: {', '.join(existing)} exist; pass --overwrite to replace them")
+    previous = finished_report(out)
+    if previous is not None and not overwrite and not same_inputs(previous, labels, config):
+        raise InputError(f"{out}: holds ground truth made from another input or with other parameters; pass --overwrite to replace it")
     entries = []
     if add_to is not None:  # checks image, ids and voxel size before anything is written
         entries = add_files_to_trainset(

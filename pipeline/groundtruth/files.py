@@ -75,7 +75,10 @@ def groundtruth_files(
 
     Outputs keep the input's shape (ZYX or TZYX). Instances are uint16 when the ids fit
     (so Fiji opens them), else uint32. Every array is computed before any file is written,
-    and each file is written atomically.
+    and each file is written atomically, ``groundtruth.json`` last: it marks the set
+    finished. A rerun on a finished set with the same mask file (by content) and parameters
+    keeps it; with others it is refused unless ``overwrite``. Files of an interrupted run
+    (no ``groundtruth.json``) are recomputed.
 
     Returns
     -------
@@ -84,9 +87,15 @@ def groundtruth_files(
         parameters, provenance).
     """
     labels_path, out = Path(labels_path), Path(out_dir)
-    existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not overwrite:
-        raise InputError(f"{out}: {', '.join(existing)} exist; pass --overwrite to replace them")
+    previous = finished_report(out)
+    if previous is not None and not overwrite:
+        if same_inputs(previous, labels_path, config):
+            LOG.info("%s: ground truth for %s is already there (same input and parameters): kept", out, labels_path)
+            return previous
+        raise InputError(f"{out}: holds ground truth made from another input or with other parameters; pass --overwrite to replace it")
+    leftovers = [name for name in OUTPUTS if (out / name).exists()]
+    if previous is None and leftovers:  # groundtruth.json is written last: these are from a stopped run
+        LOG.info("%s: %s left by an interrupted run: recomputed", out, ", ".join(leftovers))
     masks, voxel = read_masks(labels_path)
     semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
     squeeze = masks.shape[0] == 1
@@ -115,6 +124,26 @@ def groundtruth_files(
         labels_path, out, sum(s["instances_in"] for s in stats), sum(s["instances_out"] for s in stats), format_balance(balance),
     )
     return report
+
+
+def finished_report(out: Path) -> dict[str, Any] | None:
+    """The ``groundtruth.json`` of a finished run in ``out`` (written last, atomically), or ``None``."""
+    try:
+        report = json.loads((Path(out) / "groundtruth.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not all((Path(out) / name).is_file() for name in OUTPUTS) or not isinstance(report, dict):
+        return None
+    return report
+
+
+def same_inputs(report: dict[str, Any], labels_path: Path, config: GroundTruthConfig) -> bool:
+    """Whether ``report`` was made from the same mask file (by content) with the same parameters."""
+    return (
+        report.get("input", {}).get("sha256") == file_sha256(labels_path)
+        and report.get("config") == config.target.model_dump(mode="json")
+        and report.get("masks") == config.masks.model_dump(mode="json")
+    )
 
 
 def add_files_to_trainset(
