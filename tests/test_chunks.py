@@ -291,3 +291,24 @@ def test_chunk_files_are_put_in_new_folders_atomically(tmp_path):
     shutil.rmtree(tmp_path / "a.zarr" / "c")  # a folder that went away (a store replaced meanwhile)
     assert chunks.put_chunk(arr, (1, 1), [9])
     assert arr[...].tolist() == [[0, 0], [0, 9]]
+
+
+def test_normalization_map_is_in_place_before_the_volume_is_marked_done(field, rng, monkeypatch):
+    """A reader trusts a done volume's map: it must be written before the done flag."""
+    import pipeline.io.volumes as volumes
+
+    shape = (2, 1, 2, 16, 16)
+    field.create_image("pre", shape, "uint16", ImageMeta(channels=("a",)), normalized=True)
+    location, path = field.plate.location, field.array_path("pre")
+    seen = []
+    original = volumes.mark_done
+
+    def spy(loc, array_path, t, c):
+        norm = zarr.open_array(location.child(path.rsplit("/", 1)[0] + "/normalization"), mode="r")[t, c]
+        seen.append(norm.tolist())
+        return original(loc, array_path, t, c)
+
+    monkeypatch.setattr(volumes, "mark_done", spy)
+    volumes.write_normalized_volume(location, path, 1, 0, rng.integers(0, 900, shape[2:], dtype=np.uint16), 5.0, 800.0, False)
+    assert seen == [[5.0, 800.0, 0.0]]
+    assert field.done("pre").tolist() == [[False], [True]]

@@ -91,3 +91,45 @@ def test_empty_and_bad_input():
         label_nuclei(np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match="semantic map of integers"):
         label_nuclei(np.zeros((3, 8, 8), np.float32))
+
+
+# -- the exact meaning of each labelling parameter (boundaries, connectivity) -----------------
+def _cube(sem, z, y, x, size):
+    sem[z : z + size[0], y : y + size[1], x : x + size[2]] = 2
+
+
+@pytest.mark.parametrize("n_voxels,kept", [(11, False), (12, True), (13, True)])
+def test_min_size_removes_only_instances_smaller_than_it(n_voxels, kept):
+    """``min_size`` voxels is the smallest instance kept (``sizes < min_size`` are removed)."""
+    sem = np.zeros((4, 12, 20), np.uint8)
+    sem.reshape(-1)[np.ravel_multi_index(np.unravel_index(np.arange(n_voxels), (1, 1, n_voxels)), sem.shape) + 2 * 20 + 1] = 2
+    assert (sem == 2).sum() == n_voxels
+    labels = label_nuclei(sem, erode_xy=0, min_seed_size=1, min_size=12)
+    assert int(labels.max()) == int(kept)
+    if kept:
+        assert (labels > 0).sum() == n_voxels
+
+
+@pytest.mark.parametrize("seed_voxels,kept", [(3, False), (4, True)])
+def test_min_seed_size_drops_only_seeds_smaller_than_it(seed_voxels, kept):
+    """A seed of exactly ``min_seed_size`` voxels is kept; one voxel fewer is dropped."""
+    sem = np.zeros((3, 10, 10), np.uint8)
+    sem[1, 4, 2 : 2 + seed_voxels] = 2
+    labels = label_nuclei(sem, erode_xy=0, min_seed_size=4, min_size=0)
+    assert int(labels.max()) == int(kept)
+
+
+@pytest.mark.parametrize(
+    "second",
+    [(0, 2, 2), (2, 2, 2), (2, 0, 2)],
+    ids=["y-x diagonal (edge-adjacent)", "3D corner (vertex-adjacent)", "z-x diagonal (edge-adjacent)"],
+)
+def test_seeds_are_6_connected(second):
+    """Interiors that touch only along an edge or at a corner are two seeds, so two nuclei
+    (26- or 18-connected seeds would merge them)."""
+    sem = np.zeros((5, 12, 12), np.uint8)
+    _cube(sem, 0, 0, 0, (2, 2, 2))  # voxels 0..1 on each axis
+    _cube(sem, *second, (2, 2, 2))  # starts at 2 on the diagonal axes: touches only diagonally
+    assert label_components(sem, connectivity=26).max() == 1  # one object to a 26-connected labeller
+    labels = label_nuclei(sem, erode_xy=0, min_seed_size=1, min_size=0, elevation="distance")
+    assert int(labels.max()) == 2

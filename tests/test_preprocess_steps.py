@@ -125,6 +125,23 @@ def test_clahe_3d_mixes_slices(rng):
     np.testing.assert_array_equal(st.clahe(flat, mode="3d"), flat)
 
 
+@pytest.mark.parametrize("nbins", [128, 256, 512])
+def test_clahe_3d_tiles_and_clip_limit_match_their_definition(rng, nbins):
+    """Non-square y/x tile grid on a non-square volume, and nbins other than 256: the 3D
+    tiles are (Z/tiles_z, Y/tile_grid[0], X/tile_grid[1]) voxels, and the clip limit in
+    OpenCV's unit (``clip_limit`` times a tile's mean count per bin) is skimage's
+    ``clip_limit / nbins`` (skimage clips a bin at its clip_limit times the tile's voxels)."""
+    from skimage.exposure import equalize_adapthist
+
+    v = blobs(rng, shape=(6, 40, 96))
+    out = st.clahe(v, mode="3d", tile_grid=(4, 2), tiles_z=2, clip_limit=3.0, nbins=nbins)
+    kernel = (3, 10, 48)  # 6/2, 40/4, 96/2: y gets 4 tiles, x 2
+    expected = np.round(equalize_adapthist(v, kernel_size=kernel, clip_limit=3.0 / nbins, nbins=nbins) * 65535).astype(np.uint16)
+    np.testing.assert_array_equal(out, expected)
+    swapped = np.round(equalize_adapthist(v, kernel_size=(3, 20, 24), clip_limit=3.0 / nbins, nbins=nbins) * 65535).astype(np.uint16)
+    assert not np.array_equal(out, swapped)
+
+
 # -- median -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [3, 5, 7])
 def test_median_2d_equals_scipy_nearest(rng, size):
