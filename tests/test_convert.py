@@ -202,6 +202,7 @@ def test_memory_store(tmp_path, rng):
     np.testing.assert_array_equal(Plate.open(url).field("B10").image()[:], data["B10"])
 
 
+@pytest.mark.slow
 def test_s3_round_trip(tmp_path, rng, dask_client):
     pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")

@@ -197,6 +197,7 @@ def test_fresh_process_keeps_dask_config(tmp_path, rng):
     assert Plate.open(str(tmp_path / "o.zarr")).field("B10").is_complete()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,status,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_stopped_run_resumes_where_it_stopped(tmp_path, rng, sig, status, word):
     """A real ``spheroid convert`` stopped by a signal mid-run (``kill``, ``scancel``, Ctrl-C): one line,

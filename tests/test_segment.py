@@ -109,3 +109,58 @@ def test_inference_tile_covers_the_stack():
     assert inference_tile(card, (21, 512, 512)) == (21, 256, 256)
     assert inference_tile(card, (60, 100, 1000)) == (32, 128, 256)
     assert inference_tile(card, (8, 64, 64)) == (16, 128, 128)
+
+
+@pytest.fixture(scope="module")
+def spheroid_plate(tmp_path_factory):
+    """A small synthetic FUCCI spheroid (2 time points) in a store, at the default model's voxel size."""
+    from pipeline.config.synth import SynthConfig
+    from pipeline.synth import generate
+
+    result = generate(SynthConfig(shape=(10, 96, 96), n_timepoints=2, seed=3), well="B10", progress=False)
+    url = str(tmp_path_factory.mktemp("seg") / "s.zarr")
+    plate = Plate.create(url)
+    field = plate.add_field("B10")
+    field.create_image("raw", result.images.shape, "uint16", result.image_meta)
+    for t in range(result.images.shape[0]):
+        for c in range(result.images.shape[1]):
+            write_volume(plate.location, field.array_path(), t, c, result.images[t, c])
+    field.mark_complete()
+    return url, result
+
+
+def test_stage_labels_equal_the_segmenter_on_each_volume(spheroid_plate, dask_client):
+    """The stage's labels are, volume for volume, what the shipped model gives in this process."""
+    from pipeline.segment.backends import get_segmenter
+
+    url, result = spheroid_plate
+    config = SegmentConfig()
+    summary = run_segment(Plate.open(url, mode="r+"), config, client=dask_client, progress=False, overwrite=True)
+    assert summary["volumes"] == 2 and summary["nuclei"] > 20
+    field = Plate.open(url).field("B10")
+    segmenter = get_segmenter(config)
+    for t in range(2):
+        expected = segmenter.predict(result.images[t, 0], voxel_size=result.voxel_size)
+        np.testing.assert_array_equal(field.labels("nuclei")[t, 0], expected)
+    attrs = field.attrs("nuclei", label=True)
+    assert attrs["settings"]["input"] == "raw" and attrs["settings"]["channel"] == "Hoechst"
+    assert attrs["provenance"]["signature"] == attrs["signature"]
+
+
+def test_other_settings_are_refused_unless_overwrite(spheroid_plate, dask_client):
+    """A rerun or a resumed run with another input, channel or model never mixes time points made
+    differently, nor renames what made them: refused, or recomputed whole with --overwrite."""
+    url, _ = spheroid_plate
+    plate = Plate.open(url, mode="r+")
+    run_segment(plate, SegmentConfig(), client=dask_client, progress=False, overwrite=True)
+    field = plate.field("B10")
+    field.plate.group[f"{field.label_path('nuclei')}/done"][1, 0] = 0  # as if stopped before t=1
+    field.update_attrs("nuclei", label=True, complete=False)
+    before = field.attrs("nuclei", label=True)
+    with pytest.raises(StoreError, match=r"labels/nuclei: was made with other settings \(overlap: 0.25 -> 0.5\); pass --overwrite"):
+        run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False)
+    assert Plate.open(url).field("B10").attrs("nuclei", label=True) == before  # records unchanged
+    assert not Plate.open(url).field("B10").done("nuclei", label=True)[1, 0]
+    redone = run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False, overwrite=True)
+    assert redone["volumes"] == 2
+    assert Plate.open(url).field("B10").attrs("nuclei", label=True)["settings"]["overlap"] == 0.5

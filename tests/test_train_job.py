@@ -28,6 +28,7 @@ def job_env(tmp_path):
     return {**os.environ, "SPHEROID_VENV": str(venv), "SPHEROID_SIF": str(tmp_path / "none.sif"), "SPHEROID_REPO": str(REPO)}
 
 
+@pytest.mark.slow
 def test_sbatch_checkpoints_on_usr1_and_resumes(tmp_path, job_env):
     rng = np.random.default_rng(42)
     ts = TrainingSet.create(tmp_path / "ts")

@@ -68,6 +68,7 @@ def tiny_config(trainset, out, **kw) -> TrainConfig:
     return TrainConfig.model_validate(base)
 
 
+@pytest.mark.slow
 def test_loss_goes_down(trainset, tmp_path):
     config = tiny_config(trainset, tmp_path, max_steps=60, validation={"every": 60}, optim={"lr": 1e-2, "schedule": "constant"})
     losses = []
@@ -85,6 +86,7 @@ def uninterrupted(trainset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [3, 4], ids=["before-validation", "between-validations"])
 def test_resume_after_interrupt_equals_uninterrupted_run(trainset, uninterrupted, tmp_path, at):
     def interrupt(step, record):
@@ -114,6 +116,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(trainset, uninterrupted
     assert a["loop"]["best_step"] == b["loop"]["best_step"]
 
 
+@pytest.mark.slow
 def test_outputs_and_model_card(trainset, tmp_path):
     config = tiny_config(trainset, tmp_path, command="spheroid train -c x.yaml")
     result = train(config, progress=False)
@@ -136,6 +139,7 @@ def test_outputs_and_model_card(trainset, tmp_path):
     assert list(table[table.kind == "val"].step) == [3, 6]
 
 
+@pytest.mark.slow
 def test_early_stopping(trainset, tmp_path):
     # a learning rate too small to change anything: no validation improves on the first
     config = tiny_config(trainset, tmp_path, max_steps=30, optim={"lr": 1e-12}, validation={"every": 2, "patience": 2})
@@ -143,6 +147,7 @@ def test_early_stopping(trainset, tmp_path):
     assert result.stopped_early and result.step == 6 and result.best_step == 2
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(trainset, tmp_path):
     train(tiny_config(trainset, tmp_path, max_steps=2), progress=False)
     with pytest.raises(ConfigError, match=r"checkpoint\.pt: written with other settings \(model\)"):
