@@ -44,9 +44,21 @@ def noise_floor(values: np.ndarray) -> float:
     return max(1.0, float(1.4826 * np.median(np.abs(neg))))
 
 
-def ashman_d(t: ph.ChannelThreshold) -> float:
-    """Ashman's D of a two-class split (above 2: the classes are cleanly separated)."""
-    return float(np.sqrt(2.0) * abs(t.high_mean - t.low_mean) / np.sqrt(t.high_std**2 + t.low_std**2))
+def ashman_d(log_values: np.ndarray) -> float:
+    """Ashman's D of a two-component Gaussian mixture fitted to ``log_values``.
+
+    Above 2 the two components are cleanly separated; a unimodal distribution gives
+    well under 2 (a hard split of it would not: each half looks compact).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(log_values, dtype=np.float64)
+    x = x[np.isfinite(x)][:, None]
+    if x.shape[0] < 10 or np.ptp(x) <= 0:
+        return 0.0
+    gmm = GaussianMixture(2, random_state=0, means_init=np.percentile(x, [10, 90])[:, None], reg_covar=1e-4).fit(x)
+    m, v = gmm.means_[:, 0], gmm.covariances_.reshape(-1)
+    return float(np.sqrt(2.0) * abs(m[1] - m[0]) / np.sqrt(v[0] + v[1]))
 
 
 @dataclass
@@ -128,9 +140,10 @@ def fit_phase_model(table: pd.DataFrame, config: CellcycleConfig) -> PhaseModel:
         x = ph.log_intensity(values, model.floors["dead"])
         t = _threshold_fn(config, "dead")(x)
         model.thresholds["dead"] = t
-        model.dead_enabled = th.dead is not None or ashman_d(t) >= th.dead_separation
+        separation = ashman_d(x)
+        model.dead_enabled = th.dead is not None or separation >= th.dead_separation
         if not model.dead_enabled:
-            model.notes.append(f"dead stain not bimodal (Ashman's D {ashman_d(t):.2f} < {th.dead_separation}): no nucleus flagged dead")
+            model.notes.append(f"dead stain not bimodal (Ashman's D {separation:.2f} < {th.dead_separation}): no nucleus flagged dead")
         else:
             alive = x <= t.threshold
     for role in ROLES:
