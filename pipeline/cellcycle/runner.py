@@ -24,7 +24,6 @@ summary into ``tables/<tracks_table>.parquet``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -45,7 +44,7 @@ from pipeline.io.location import Location
 from pipeline.io.plate import Field, Plate
 from pipeline.io.tables import read_table, write_table
 from pipeline.io.volumes import read_volume
-from pipeline.provenance import provenance
+from pipeline.provenance import provenance, settings_signature
 
 LOG = logging.getLogger(__name__)
 
@@ -77,10 +76,14 @@ def part_name(table: str, t: int) -> str:
     return f"{parts_name(table)}/t{int(t):06d}"
 
 
+def measurement_settings(config: CellcycleConfig) -> dict[str, Any]:
+    """The settings that change the measured values (not the thresholds: those are refitted every run)."""
+    return {"input": config.input, "labels": config.labels, "background": config.background.model_dump(mode="json")}
+
+
 def measurement_signature(config: CellcycleConfig) -> str:
-    """Short hash of the settings that change the measured values."""
-    key = {"input": config.input, "labels": config.labels, "background": config.background.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """Short hash of :func:`measurement_settings` (:func:`pipeline.provenance.settings_signature`)."""
+    return settings_signature(measurement_settings(config))
 
 
 def _fs(plate: Plate):
@@ -102,8 +105,9 @@ def _done_parts(fld: Field, table: str) -> set[int]:
     return {int(n[1:-8]) for n in names if n.startswith("t") and n.endswith(".parquet") and n[1:-8].isdigit()}
 
 
-def _settings(fld: Field, table: str, signature: str, overwrite: bool) -> None:
+def _settings(fld: Field, table: str, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse parts measured with other settings (unless ``overwrite``: then drop them)."""
+    signature = settings_signature(settings)
     fs = _fs(fld.plate)
     folder = _parts_folder(fld, table)
     path = f"{folder}/settings.json"
@@ -119,7 +123,7 @@ def _settings(fld: Field, table: str, signature: str, overwrite: bool) -> None:
         fs.rm(folder, recursive=True)
     fs.makedirs(folder, exist_ok=True)
     with fs.open(path, "wb") as fh:
-        fh.write(json.dumps({"signature": signature}).encode())
+        fh.write(json.dumps({"signature": signature, "settings": settings}).encode())
 
 
 def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwrite: bool = False, source: str = "<defaults>") -> tuple[list[Field], list[MeasureTask], int]:
@@ -133,7 +137,6 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
     url = plate.location.url
     plans, tasks, skipped = [], [], 0
     roles = {k: v for k, v in config.channels.model_dump().items() if v is not None}
-    signature = measurement_signature(config)
     for fld in plate.select(fields):
         if not fld.has_image(config.input) or not fld.is_complete(config.input):
             raise StoreError(f"{url}: field {fld} has no complete '{config.input}' image; run `spheroid convert` first")
@@ -149,7 +152,7 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
             raise StoreError(f"{url}: field {fld} labels '{config.labels}' have shape {lshape}, image '{config.input}' {shape}")
         plans.append(fld)
     for fld in plans:
-        _settings(fld, config.table, signature, overwrite)
+        _settings(fld, config.table, measurement_settings(config), overwrite)
         done = _done_parts(fld, config.table)
         meta = fld.meta(config.input)
         for t in range(fld.image(config.input).shape[0]):
