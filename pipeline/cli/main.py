@@ -41,6 +41,8 @@ COMMANDS: dict[str, str] = {
     "preview": "pipeline.cli.preprocess:preview",
     "train": "pipeline.cli.train:train",
     "test-model": "pipeline.cli.train:test_model",
+    "cellcycle": "pipeline.cli.cellcycle:cellcycle",
+    "track": "pipeline.cli.cellcycle:track",
 }
 
 
@@ -152,7 +154,8 @@ def setup_logging(verbosity: int) -> None:
 def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None) -> None:
     """spheroid: FUCCI spheroid time-lapses to per-nucleus cell-cycle read-outs.
 
-    Stages, in pipeline order: convert -> preprocess -> segment -> evaluate; train
+    Stages, in pipeline order: convert -> preprocess -> segment -> evaluate ->
+    cellcycle -> track; train
     and the ground-truth commands make models. Each takes a YAML config (-c);
     `configs/` has one per stage. `spheroid demo` runs the pipeline on an example.
     """
