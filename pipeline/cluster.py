@@ -58,7 +58,7 @@ def worker_log_level() -> int:
     "Compute Failed" block and its warnings about tasks cancelled at shutdown would
     repeat it as a screenful. ``-v`` shows them.
     """
-    return logging.WARNING if logging.getLogger("pipeline").isEnabledFor(logging.DEBUG) else logging.CRITICAL
+    return logging.WARNING if logging.getLogger("pipeline").isEnabledFor(logging.INFO) else logging.CRITICAL
 
 
 @contextmanager

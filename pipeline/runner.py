@@ -7,7 +7,7 @@ import os
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.errors import as_user_error
 
@@ -106,7 +106,7 @@ def run_tasks(
     futures = client.map(call_task, [func] * len(items), items, key=[f"{name}-{token}-{i}" for i in range(len(items))], **kwargs)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
-    bar = tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress, leave=False)
+    bar = progress_bar(total=len(futures), desc=desc, unit=unit, disable=not progress, leave=False)
     try:
         # one result at a time, from this thread: as_completed(with_results=True) fetches them
         # concurrently on the event loop, and in a process with two clients that once tripped

@@ -51,3 +51,33 @@ def test_run_tasks_keeps_order_and_raises_the_task_error(dask_client):
     assert run_tasks(dask_client, _square_or_fail, [], desc="t", progress=False) == []
     with pytest.raises(ValueError, match="volume 3 is corrupt"):
         run_tasks(dask_client, _square_or_fail, list(range(6)), desc="t", progress=False, fail_at=3)
+
+
+def _fail_like_storage(item, kind):
+    import errno
+
+    import zarr
+
+    from pipeline.errors import StoreError
+
+    if kind == "zarr":
+        try:
+            zarr.open_array(store=str(item), path="missing", mode="r")
+        except Exception as exc:  # zarr's not-found errors do not survive pickling as a cause
+            raise StoreError(f"{item}/missing: no such array") from exc
+    raise OSError(errno.ENOSPC, "No space left on device", f"{item}/c/0/0")
+
+
+@pytest.mark.parametrize("kind,message", [("zarr", r"x\.zarr/missing: no such array$"), ("disk", r"x\.zarr/c/0/0: No space left on device \(disk full\)$")])
+def test_user_errors_cross_from_workers_intact(dask_client, tmp_path, kind, message):
+    """A StoreError chained to an unpicklable cause, and a storage OSError, reach the client as
+    StoreErrors with their message (not Dask's bare ``Exception(repr)``), for one error line."""
+    from pipeline.errors import StoreError
+    from pipeline.runner import run_tasks
+
+    import zarr
+
+    zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
+    with pytest.raises(StoreError, match=message) as info:
+        run_tasks(dask_client, _fail_like_storage, [tmp_path / "x.zarr"], desc="t", progress=False, kind=kind)
+    assert type(info.value) is StoreError and info.value.__cause__ is None

@@ -268,7 +268,7 @@ def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None
     StoreError
         A field without the nucleus table (run ``spheroid cellcycle`` first) or with one time point.
     """
-    from tqdm.auto import tqdm
+    from pipeline.progress import progress_bar
 
     url = plate.location.url
     plans = []
@@ -283,7 +283,7 @@ def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None
         plans.append((fld, table, n_t))
     start = time.perf_counter()
     summary = {"fields": [], "nuclei": 0, "tracks": 0, "divisions": 0}
-    for fld, table, n_t in tqdm(plans, desc=TRACK_STAGE, unit="field", disable=not progress, leave=False):
+    for fld, table, n_t in progress_bar(plans, desc=TRACK_STAGE, unit="field", disable=not progress, leave=False):
         table = table.drop(columns=[c for c in ("track_id", "parent_track_id") if c in table])
         table = table.sort_values(["t", "label"]).reset_index(drop=True)
         groups = dict(tuple(table.groupby("t", sort=True)))

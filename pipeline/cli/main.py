@@ -94,7 +94,7 @@ class LazyGroup(click.Group):
 
 def fail(ctx: click.Context, exc: BaseException, *, cause: BaseException | None = None) -> None:
     """Print ``error: <message>`` (one line; the traceback only with ``-v``) and exit 1."""
-    if LOG.isEnabledFor(logging.DEBUG):
+    if LOG.isEnabledFor(logging.INFO):  # -v
         LOG.error("failed", exc_info=cause or exc)
     message = " ".join(str(exc).split("\n")[0].split()) if str(exc) else type(exc).__name__
     click.echo(f"error: {message}", err=True)
@@ -121,7 +121,7 @@ def explain(exc: BaseException) -> SpheroidError | None:
 
 def setup_logging(verbosity: int) -> None:
     """Configure the root handler (only the CLI does this; library code only logs)."""
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     # distributed configures its own loggers from dask's config when it is imported (after this)
     if verbosity < 2:
@@ -141,8 +141,8 @@ def setup_logging(verbosity: int) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="spheroid")
-@click.option("-v", "--verbose", count=True, help="Debug log output and tracebacks on error (-vv: also Dask's own logs).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help="Log what each stage does, and tracebacks on error (-vv: debug output and Dask's own logs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (warnings and errors only, as by default).")
 @click.option(
     "--cluster",
     "cluster_file",

@@ -201,11 +201,11 @@ def run_evaluation(items: list[EvalItem], config: EvaluateConfig, *, client=None
     InputError
         From the first volume with bad labels (the remaining tasks are cancelled).
     """
-    from tqdm.auto import tqdm
+    from pipeline.progress import progress_bar
 
     plain = config_to_dict(config)
     if client is None:
-        results = [evaluate_item(item, plain) for item in tqdm(items, desc="evaluate", unit="volume", disable=not progress, leave=False)]
+        results = [evaluate_item(item, plain) for item in progress_bar(items, desc="evaluate", unit="volume", disable=not progress, leave=False)]
     else:
         from pipeline.runner import run_tasks
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.config.groundtruth import GroundTruthConfig, RescaleConfig, SampleSource, SynthSetConfig, TargetConfig
 from pipeline.errors import InputError
@@ -150,7 +150,7 @@ def build_from_samples(trainset: TrainingSet, config: GroundTruthConfig, data_di
         raise InputError(f"{data_dir}: no such data folder")
     _check_free(trainset, [s.id for s in config.samples.items], replace)
     entries = []
-    for sample in tqdm(config.samples.items, desc="samples", unit="sample", disable=not progress, leave=False):
+    for sample in progress_bar(config.samples.items, desc="samples", unit="sample", disable=not progress, leave=False):
         entries.append(add_sample(trainset, sample, data_dir, rescale=config.samples.rescale, target=config.samples.target, replace=replace))
     return entries
 
@@ -169,7 +169,7 @@ def build_from_synth(trainset: TrainingSet, config: SynthSetConfig, *, replace: 
         raise InputError(f"synth.timepoints: {bad} outside 0..{synth.n_timepoints - 1}")
     _check_free(trainset, [f"synth-s{synth.seed}-{well}-t{t}" for well in config.wells for t in times], replace)
     entries = []
-    for well, split in tqdm(config.wells.items(), desc="synth wells", unit="well", disable=not progress, leave=False):
+    for well, split in progress_bar(config.wells.items(), desc="synth wells", unit="well", disable=not progress, leave=False):
         result = generate(synth, well=well, progress=False)
         channel = result.channels.index(config.channel)
         for t in times:

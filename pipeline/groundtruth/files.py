@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.config.groundtruth import GroundTruthConfig
 from pipeline.errors import InputError
@@ -56,7 +56,7 @@ def prepare_volumes(masks: np.ndarray, config: GroundTruthConfig, *, name: str, 
     semantic = np.zeros(masks.shape, np.uint8)
     instances = np.zeros(masks.shape, np.uint32)
     stats = []
-    for t in tqdm(range(masks.shape[0]), desc="ground truth", unit="volume", disable=not progress or masks.shape[0] == 1, leave=False):
+    for t in progress_bar(range(masks.shape[0]), desc="ground truth", unit="volume", disable=not progress or masks.shape[0] == 1, leave=False):
         inst, relabelled = as_instances(masks[t], kind=config.masks.kind, connectivity=config.masks.connectivity, name=name)
         semantic[t], instances[t] = prepare_target(inst, **config.target.model_dump())
         stats.append({"t": t, "relabelled_binary": relabelled, **summarize(inst, instances[t], semantic[t])})

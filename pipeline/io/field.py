@@ -229,7 +229,10 @@ class Field:
         """
         group = self._group(self.image_path(name))
         if affine.is_stored_normalized(dict(group.attrs.get("spheroid", {}))):
-            return affine.NormalizedImage(group["0"], group[affine.ARRAY], where=self.plate.location.child(self.image_path(name)))
+            where = self.plate.location.child(self.image_path(name))
+            if affine.ARRAY not in group:
+                raise StoreError(f"{where}/{affine.ARRAY}: no such array (the image's per-volume normalisation is gone: rerun the stage that wrote it with --overwrite)")
+            return affine.NormalizedImage(group["0"], group[affine.ARRAY], where=where)
         return group["0"]
 
     def stored_image(self, name: str = RAW) -> zarr.Array:

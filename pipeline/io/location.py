@@ -123,6 +123,9 @@ class Location:
         try:
             return zarr.open_group(store=self.url, path=path or None, mode=mode, storage_options=self._options(), zarr_format=3)
         except FileNotFoundError as exc:
+            if mode != "r" and mode != "r+":
+                reason = exc.strerror or "a folder on the way cannot be created"
+                raise StoreError(f"{self.child(path) if path else self.url}: cannot create the store here ({reason})") from exc
             raise StoreError(f"{self.child(path) if path else self.url}: no such store or group") from exc
         except zarr.errors.GroupNotFoundError as exc:
             raise StoreError(f"{self.child(path) if path else self.url}: no such store or group") from exc

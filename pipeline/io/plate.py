@@ -158,7 +158,10 @@ class Plate:
                 indices = [int(image["path"]) for image in well.attrs["ome"]["well"]["images"]]
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise StoreError(f"{self.location.child(f'{row}/{col}/zarr.json')}: malformed well metadata (ome.well.images: {type(exc).__name__}: {exc})") from exc
-            out.extend(Field(self, row, col, index) for index in indices)
+            for index in indices:
+                if f"{row}/{col}/{index}" not in self.group:
+                    raise StoreError(f"{self.location.child(f'{row}/{col}/{index}')}: well {row}{col} lists field {index} but the store has no such group (zarr.json missing)")
+                out.append(Field(self, row, col, index))
         return out
 
     def field(self, well: str, index: int = 0) -> "Field":

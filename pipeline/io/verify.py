@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.io.chunks import DamagedVolume, check_volume_chunks
 from pipeline.io.plate import Field, Plate
@@ -86,7 +86,7 @@ def verify_plate(plate: Plate, fields: Sequence[str] | None = None, *, repair: b
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        results = list(tqdm(pool.map(check, jobs), total=len(jobs), desc="verify", unit="volume", disable=not progress, leave=False))
+        results = list(progress_bar(pool.map(check, jobs), total=len(jobs), desc="verify", unit="volume", disable=not progress, leave=False))
     damaged = [d for d in results if d is not None]
     LOG.info("checked %d done volume(s): %d damaged", len(jobs), len(damaged))
     if repair and damaged:

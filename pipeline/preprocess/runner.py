@@ -324,7 +324,7 @@ def run_preprocess(
 
 
 def _dispatch(client, location: Location, tasks: list[VolumeTask], block_shape, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
+    from pipeline.progress import progress_bar
 
     from pipeline.preprocess.blocks import process_volume_blocks
     from pipeline.runner import run_tasks
@@ -333,7 +333,7 @@ def _dispatch(client, location: Location, tasks: list[VolumeTask], block_shape, 
         return run_tasks(client, process_volume, tasks, desc=STAGE, progress=progress, location=location)
 
     out = []
-    for task in tqdm(tasks, desc=f"{STAGE} (blocks)", unit="volume", disable=not progress, leave=False):
+    for task in progress_bar(tasks, desc=f"{STAGE} (blocks)", unit="volume", disable=not progress, leave=False):
         info = process_volume_blocks(client, location, task.src, task.dst, task.t, task.c, task.chain, block_shape)
         info.update(field=task.field, channel=task.channel)
         out.append(info)

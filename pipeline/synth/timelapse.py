@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.config.synth import SynthConfig
 from pipeline.io.ngff import ImageMeta
@@ -138,7 +138,7 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     images = np.zeros((T, len(CHANNELS), Z, Y, X), dtype=np.uint16)
     labels = np.zeros((T, Z, Y, X), dtype=np.uint32)
     tables = []
-    for t in tqdm(range(T), desc=f"synth {well}", unit="tp", disable=not progress, leave=False):
+    for t in progress_bar(range(T), desc=f"synth {well}", unit="tp", disable=not progress, leave=False):
         spheroid = spheroid0.grown(population / n0, config.spheroid_bottom_um)
         if t > 0:
             cells, next_track, n_div = pop.advance(

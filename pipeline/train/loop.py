@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 from pipeline.config.base import save_config
 from pipeline.config.train import OptimConfig, TrainConfig
@@ -303,7 +303,7 @@ def _run(
     step = state["step"]
     if val_vols and step and is_validation_step(step) and state.get("validated_step") != step and stop.received is None:
         run_validation(step)  # the run was interrupted just before this validation
-    bar = tqdm(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
+    bar = progress_bar(total=config.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
     while state["step"] < config.max_steps:
         if stop.received is not None:  # a signal before the first step
             interrupted = True

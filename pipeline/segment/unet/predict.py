@@ -16,7 +16,7 @@ from itertools import product
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def predict_volume(
     model.eval()
     try:
         with torch.inference_mode():
-            bar = tqdm(total=len(tiles), desc="predict", unit="tile", disable=not progress, leave=False)
+            bar = progress_bar(total=len(tiles), desc="predict", unit="tile", disable=not progress, leave=False)
             for i in range(0, len(tiles), batch_size):
                 batch_slices = tiles[i : i + batch_size]
                 batch = np.stack([data[(slice(None),) + s] for s in batch_slices])
