@@ -12,7 +12,6 @@ overlap have score 0 and cost 0 in StarDist's matrix, so they never change the o
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
@@ -83,6 +82,8 @@ def _solve_sparse(overlap: Overlap, scores: np.ndarray, thresh: np.float32, idx:
 
 def dense_assign(overlap: Overlap, scores: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """StarDist's full assignment (needed when ``thresh <= 0``: every pair is then a candidate)."""
+    from scipy.optimize import linear_sum_assignment  # ~0.3 s to import, and rarely needed
+
     dense = overlap.dense(scores)
     n_matched = min(overlap.n_true, overlap.n_pred)
     costs = -(dense >= thresh).astype(float) - dense / (2 * n_matched)
