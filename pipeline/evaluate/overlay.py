@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluate.plots import _figure, caption, save
+from pipeline.evaluate.plots import Sheet, save
 
 LOG = logging.getLogger(__name__)
 
@@ -132,11 +132,20 @@ def plot_overlay(
     n = len(zs)
     h, w = np.asarray(overlay["truth"]).shape[1:]
     panel = 4.6 if n > 1 else 6.5
-    fig = _figure(panel * n + 0.2, panel * h / max(w, 1) + 0.55)
-    names = ["top", "middle", "bottom"] if n == 3 else [""] * n
+    height = panel * h / max(w, 1)
     image = overlay.get("image")
+    background = "the raw image (grey; 0.5-99.8 percentiles of the volume)" if image is not None else "black (no raw image was given: --image)"
+    text = (
+        f"Outlines of ground truth and prediction on {background}, at {criterion.upper()} >= {report_threshold:g}. "
+        "Counts in the legend are over the whole volume. A merge or a fragment is outlined as such even when it is also "
+        "matched (one half of a split nucleus often still matches)."
+    )
+    legend_rows = 3 if n > 1 else 6
+    legend = legend_rows * 0.19 + 0.1
+    sheet = Sheet(panel * n + 0.2, height + 0.3 + legend + (0.3 if title else 0.0), text, wrap=int(15.5 * panel * n))
+    names = ["top", "middle", "bottom"] if n == 3 else [""] * n
     for i, z in enumerate(zs):
-        ax = fig.add_subplot(1, n, i + 1)
+        ax = sheet.axes(0.1 + i * panel, legend, panel - 0.05, height)
         rgb = render_slice(None if image is None else np.asarray(image)[i], np.asarray(overlay["truth"])[i], np.asarray(overlay["pred"])[i], (t_ids, t_cat), (p_ids, p_cat))
         ax.imshow(rgb, interpolation="nearest")
         ax.set_axis_off()
@@ -151,19 +160,8 @@ def plot_overlay(
     }
     handles = [Patch(facecolor=CATEGORIES[c][1], edgecolor="0.4", label=f"{CATEGORIES[c][0]} ({counts[c]})") for c in (1, 2, 6, 3, 4)]
     handles.append(Patch(facecolor=CATEGORIES[5][1], edgecolor="0.4", label=CATEGORIES[5][0]))
-    height = panel * h / max(w, 1)
-    fig.set_size_inches(panel * n + 0.2, height + 0.55)
-    fig.subplots_adjust(left=0.01, right=0.99, top=height / (height + 0.55), bottom=0.0, wspace=0.03)
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2 if n > 1 else 1, fontsize=8, frameon=False)
+    left, bottom, width, _ = sheet.box(0.1, 0.0, panel * n, legend)
+    sheet.fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(left + width / 2, bottom + legend / sheet.height), ncol=2 if n > 1 else 1, fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9, y=1.0, va="bottom")
-    background = "the raw image (grey; 0.5-99.8 percentiles of the volume)" if image is not None else "black (no raw image was given: --image)"
-    caption(
-        fig,
-        f"Outlines of ground truth and prediction on {background}, at {criterion.upper()} >= {report_threshold:g}. "
-        "Counts in the legend are over the whole volume. A merge or a fragment is outlined as such even when it is also "
-        "matched (one half of a split nucleus often still matches).",
-        width=int(60 * n + 40),
-        top=-0.02 - (0.1 if n > 1 else 0.3) * 1.0,
-    )
-    return save(fig, path, dpi)
+        sheet.title(title)
+    return save(sheet.fig, path, dpi)

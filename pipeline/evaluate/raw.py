@@ -22,8 +22,6 @@ from typing import Any
 
 from pipeline.errors import InputError, StoreError
 from pipeline.evaluate.sources import EvalItem, VolumeRef, file_stamp, is_store, record_stamp
-from pipeline.io.location import Location
-from pipeline.io.plate import Plate, parse_field
 from pipeline.io.readers.tiff import open_tiff
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +57,8 @@ def _raw_ref(item: EvalItem, image: str | None, channel: int | str | None, stora
                 return _store_raw(ref.location, item, channel, labels_path=ref.array_path)
         return None
     if is_store(image):
+        from pipeline.io.location import Location
+
         return _store_raw(Location(image, storage_options or {}), item, channel, labels_path=None, required=True)
     path = Path(image)
     if path.is_dir():
@@ -80,7 +80,9 @@ def _raw_ref(item: EvalItem, image: str | None, channel: int | str | None, stora
     return VolumeRef(f"{path} (t={t}, c={c})" if n_t * n_c > 1 else str(path), t, c, tuple(source.shape[2:]), str(source.dtype), source=source, stamp=file_stamp(source))
 
 
-def _store_raw(location: Location, item: EvalItem, channel: int | str | None, *, labels_path: str | None, required: bool = False) -> VolumeRef | None:
+def _store_raw(location, item: EvalItem, channel: int | str | None, *, labels_path: str | None, required: bool = False) -> VolumeRef | None:
+    from pipeline.io.plate import Plate, parse_field
+
     plate = Plate.open(location.url, storage_options=location.storage_options)
     field = plate.field(*parse_field(item.image)) if required else _field_or_none(plate, item.image)
     if field is None or not field.has_image():
@@ -108,7 +110,9 @@ def _store_raw(location: Location, item: EvalItem, channel: int | str | None, *,
     )  # fmt: skip
 
 
-def _field_or_none(plate: Plate, name: str):
+def _field_or_none(plate, name: str):
+    from pipeline.io.plate import parse_field
+
     try:
         return plate.field(*parse_field(name))
     except (InputError, StoreError):  # a file-named image (TIFF ground truth) is not a field of the store

@@ -23,17 +23,18 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.location import Location, url_scheme
-from pipeline.io.plate import Plate, iter_volumes
 from pipeline.io.readers.tiff import GENERIC_AXES, TIFF_SUFFIXES, TiffSource, open_tiff
-from pipeline.io.volumes import read_volume
+
+if TYPE_CHECKING:
+    from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class VolumeRef:
         """Read the volume (``z, y, x``; a 2D image has z = 1)."""
         if self.source is not None:
             return self.source.read(self.t, [self.c])[0]
+        from pipeline.io.volumes import read_volume  # zarr: imported only for stores
+
         return np.asarray(read_volume(self.location, self.array_path, self.t, self.c))
 
 
@@ -98,9 +101,13 @@ def _channel_name(names: list[str] | None, c: int, n: int, label: str) -> str:
     return str(names[c])
 
 
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
 def is_store(spec: str) -> bool:
     """A plate store (remote URL, or a folder with ``zarr.json``) rather than TIFF files."""
-    return url_scheme(spec) != "file" or (Path(spec) / "zarr.json").is_file()
+    scheme = _SCHEME.match(spec)
+    return (scheme is not None and scheme.group(1).lower() != "file") or (Path(spec) / "zarr.json").is_file()
 
 
 def tiff_volumes(path: str, image: str, *, axes: str | None = None, channel_names: list[str] | None = None) -> dict[Key, VolumeRef]:
@@ -174,6 +181,8 @@ def store_volumes(
     StoreError
         If the store cannot be opened or is not a plate, or a named field does not exist.
     """
+    from pipeline.io.plate import Plate, iter_volumes  # zarr: imported only for stores
+
     plate = Plate.open(url, storage_options=storage_options)
     out: dict[Key, VolumeRef] = {}
     skipped = 0
