@@ -2,8 +2,8 @@
 
 One task per volume (:func:`pipeline.evaluate.task.evaluate_item`): each reads its own
 pair and returns only small results (per-threshold counts, per-nucleus rows, a confusion
-matrix, a few slices for the overlay), so no volume goes to the client. A single volume
-left to evaluate runs in this process (starting a cluster would cost more than it).
+matrix, a few slices for the overlay), so no volume goes to the client. A single pair
+(two files) is evaluated in this process (starting a cluster would cost more than it).
 Results are kept per volume as they arrive (:mod:`pipeline.evaluate.results`), so an
 interrupted run resumes. The client pools them as a micro average (counts and score sums
 added over volumes before the ratios, as StarDist's ``matching_dataset``) and keeps the
@@ -191,8 +191,8 @@ def run_evaluation(
     config : EvaluateConfig
         The settings.
     client : distributed.Client, optional
-        Run on this cluster; without one, a single pending volume runs in this process and
-        several on the cluster of ``config.cluster``.
+        Run on this cluster; without one, a single pair runs in this process and several
+        (even when only one is left to do) on the cluster of ``config.cluster``.
     progress : bool
         Show a progress bar.
     results : VolumeResults, optional
@@ -224,7 +224,7 @@ def run_evaluation(
             results.save(items[i], record, stamps[i], keys[i])
 
     tasks = [replace(items[i], overlay=tuple(wanted)) if i == shown else items[i] for i in todo]
-    if len(todo) == 1 and client is None:
+    if len(items) == 1 and client is None:
         keep(0, evaluate_item(tasks[0], plain))
     elif todo:
         from pipeline.cluster import use_client
