@@ -115,6 +115,8 @@ def test_a_stop_while_writing_leaves_no_summary(folders, monkeypatch):
     result = CliRunner().invoke(cli, ["-q", "evaluate", *map(str, args), "--threshold", "0.7", "--overwrite"])
     assert result.exit_code == 130
     assert not (out / "summary.json").exists()
+    # --overwrite removed the old set first; two new tables were in place when it stopped
+    assert (out / "nuclei.csv").exists() and not (out / "per_image.csv").exists() and not (out / "metrics_vs_threshold.png").exists()
     assert not list(out.glob(".evaluate-*"))
     monkeypatch.setattr(os, "replace", real)
     assert run(*args, "--threshold", "0.7").exit_code == 0

@@ -106,7 +106,9 @@ class VolumeResults:
             Start afresh whatever is there.
         legacy : list of str
             Output files found in ``out``; without a ``volumes/`` folder beside them they
-            come from an evaluation that cannot be resumed.
+            come from an evaluation that cannot be resumed. ``overwrite`` removes them first
+            (``summary.json`` first of all), so that a run stopped early never leaves the
+            previous evaluation's set looking like this one's.
 
         Raises
         ------
@@ -116,6 +118,8 @@ class VolumeResults:
         """
         path = self.folder / SETTINGS
         if overwrite:
+            for name in sorted(legacy, key=lambda n: n != "summary.json"):
+                (self.out / name).unlink(missing_ok=True)
             shutil.rmtree(self.folder, ignore_errors=True)
         elif path.is_file():
             try:
