@@ -81,6 +81,7 @@ def assert_record(ours, ref, where: str) -> None:
         assert abs(a - b) <= TOL, f"{where}: {key} ours {a!r} StarDist {b!r}"
 
 
+@pytest.mark.slow
 def test_single_files_equal_stardist_matching(real_labels, tmp_path):
     """One pair per perturbation of the ovule crop 1135 (the issue's case is the erosion)."""
     rng = np.random.default_rng(42)
@@ -105,6 +106,7 @@ def test_single_files_equal_stardist_matching(real_labels, tmp_path):
         assert_record(pd.read_csv(out / "per_image.csv").iloc[0], refs[0.5], f"{name} {kind} per_image.csv")
 
 
+@pytest.mark.slow
 def test_folders_equal_stardist_per_volume_and_pooled(real_labels, tmp_path):
     """Every real volume with every perturbation: 24 volumes on the cluster, pooled as ``matching_dataset``."""
     rng = np.random.default_rng(7)

@@ -24,6 +24,7 @@ def readme_commands() -> list[str]:
     return [line for line in block.splitlines() if line.startswith("spheroid evaluate")]
 
 
+@pytest.mark.slow
 def test_readme_scoring_commands_run(shared_data, tmp_path, monkeypatch):
     from pipeline.io.ngff import ImageMeta
     from pipeline.io.plate import Plate

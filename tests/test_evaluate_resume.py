@@ -56,6 +56,7 @@ def folders(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_volumes_and_redoes_changed_ones(folders):
     out = folders / "out"
     args = ("--truth", folders / "t", "--pred", folders / "p", "--out", out, "-c", folders / "c.yaml")
@@ -99,6 +100,7 @@ def test_other_settings_and_unresumable_outputs_are_refused(folders):
     assert refused.exit_code == 1 and "cannot be resumed; pass --overwrite" in refused.output
 
 
+@pytest.mark.slow
 def test_a_stop_while_writing_leaves_no_summary(folders, monkeypatch):
     """summary.json is removed first and renamed into place last: never a mixed set that looks finished."""
     out = folders / "out"
@@ -123,6 +125,7 @@ def test_a_stop_while_writing_leaves_no_summary(folders, monkeypatch):
     assert json.loads((out / "summary.json").read_text())["report_threshold"] == 0.7
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_then_resume_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(3)
     for side in ("t", "p"):
@@ -180,6 +183,7 @@ def store(tmp_path):
     return url, labels
 
 
+@pytest.mark.slow
 def test_tiff_against_a_store_field(store, tmp_path):
     url, labels = store
     truth = np.roll(labels[("C3", 1)], 1, axis=2).astype(np.uint16)

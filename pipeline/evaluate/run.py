@@ -224,7 +224,7 @@ def run_evaluation(
             results.save(items[i], record, stamps[i], keys[i])
 
     tasks = [replace(items[i], overlay=tuple(wanted)) if i == shown else items[i] for i in todo]
-    if len(items) == 1 and client is None:
+    if todo and len(items) == 1 and client is None:
         keep(0, evaluate_item(tasks[0], plain))
     elif todo:
         from pipeline.cluster import use_client
