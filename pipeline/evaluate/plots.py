@@ -197,9 +197,9 @@ def plot_errors(nuclei: pd.DataFrame, predicted: pd.DataFrame, path: str | Path,
         p_val = predicted[column].to_numpy(float) if len(predicted) else np.zeros(0)
         edges = _edges(np.concatenate([t_val, p_val]), bins, log=log)
         binned = f1_by_bin(t_val[t_status == "tp"], t_val[t_status == "fn"], p_val[p_status == "fp"], edges)
-        left = 0.65 + col * 4.9
-        ax_n = sheet.axes(left, 0.95, 4.3, 1.7)
-        ax_f1 = sheet.axes(left, 2.75, 4.3, 2.45)
+        left = 0.8 + col * 4.9
+        ax_n = sheet.axes(left, 0.95, 4.1, 1.7)
+        ax_f1 = sheet.axes(left, 2.75, 4.1, 2.45)
         _error_panel(ax_f1, ax_n, binned, edges, log=log, xlabel=xlabel)
         ax_f1.tick_params(labelbottom=False)
         ax_f1.set_title("F1 against depth" if column == "z" else "F1 against nucleus size", fontsize=9)
