@@ -77,7 +77,8 @@ def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[st
     """
     from pipeline.cluster import open_client
     from pipeline.convert.run import convert
-    from pipeline.evaluate.run import run_evaluation, write_outputs
+    from pipeline.evaluate.raw import attach_raw
+    from pipeline.evaluate.run import evaluate_to, overlay_index
     from pipeline.evaluate.sources import pair_sources
     from pipeline.preprocess.runner import run_preprocess
     from pipeline.provenance import provenance
@@ -104,8 +105,10 @@ def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[st
         t0 = time.perf_counter()
         evaluate = config.evaluate.model_copy(update={"truth_labels": TRUTH, "pred_labels": config.segment.output})
         items = pair_sources(store, store, truth_labels=TRUTH, pred_labels=config.segment.output)
-        evaluation = run_evaluation(items, evaluate, client=client, progress=progress)
-        write_outputs(evaluation, items, out / "evaluation", evaluate, provenance=provenance("evaluate", evaluate))
+        shown = overlay_index(items, evaluate)
+        if shown is not None:  # the overlay's outlines on the raw image of the segmented channel
+            items = attach_raw(items, [shown], None, channel=evaluate.plots.image_channel)
+        evaluation = evaluate_to(items, evaluate, out / "evaluation", client=client, progress=progress, provenance=provenance("evaluate", evaluate))
         timings["evaluate"] = time.perf_counter() - t0
     rep = evaluation.pooled[evaluate.report_threshold]
     summary = {

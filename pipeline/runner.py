@@ -65,6 +65,7 @@ def run_tasks(
     desc: str,
     progress: bool = True,
     unit: str = "volume",
+    on_result: Callable[[int, Any], None] | None = None,
     **kwargs: Any,
 ) -> list[Any]:
     """Submit ``func(item, **kwargs)`` for every item and gather the (small) results.
@@ -82,6 +83,9 @@ def run_tasks(
         Progress-bar label.
     progress : bool
         Show a progress bar.
+    on_result : callable, optional
+        Called in this thread as ``on_result(index, result)`` as soon as each task's
+        result arrives (e.g. to keep it on disk before the others finish).
     **kwargs
         Passed to every call (scattered once if large is not needed: keep them small).
 
@@ -116,7 +120,14 @@ def run_tasks(
                 exc = future.exception()
                 client.cancel(futures)
                 raise exc
-            results[index[future.key]] = future.result()
+            i = index[future.key]
+            results[i] = future.result()
+            if on_result is not None:
+                try:
+                    on_result(i, results[i])
+                except BaseException:
+                    client.cancel(futures)
+                    raise
             bar.update(1)
     finally:
         bar.close()

@@ -12,8 +12,7 @@ from pipeline.errors import InputError
 from pipeline.evaluate.matching import matching
 from pipeline.evaluate.overlap import label_overlap
 from pipeline.evaluate.pixel import confusion_matrix, metrics_from_confusion, pixel_metrics
-from pipeline.evaluate.plots import overlay_categories
-from pipeline.evaluate.run import evaluate_pair, pool_results, run_evaluation
+from pipeline.evaluate.run import pool_results, run_evaluation
 from pipeline.evaluate.score import (
     ScoreWeights,
     box_sums,
@@ -25,6 +24,7 @@ from pipeline.evaluate.score import (
     nucleus_scores,
 )
 from pipeline.evaluate.sources import pair_sources
+from pipeline.evaluate.task import evaluate_item, evaluate_pair
 
 
 def imwrite(path, data):
@@ -247,13 +247,69 @@ def test_pixel_metrics_bad_input(truth, pred, message):
         pixel_metrics(truth, pred)
 
 
-# -- overlay ---------------------------------------------------------------------------------
-def test_overlay_categories():
-    t = np.array([[1, 1, 0, 2, 2, 0, 0]])
-    p = np.array([[5, 0, 5, 0, 0, 0, 8]])
-    cat = overlay_categories(t, p, [(1, 5)])
-    assert cat.tolist() == [[1, 2, 2, 4, 4, 0, 3]]
-    assert overlay_categories(t, p, []).tolist() == [[4, 4, 3, 4, 4, 0, 3]]
+# -- merges, splits, overlay categories -----------------------------------------------------------
+def test_merges_and_splits_hand_computed():
+    """Nuclei 1, 2 merged into prediction 7; nucleus 3 cut into 8 and 9; nucleus 4 missed; 6 a false positive."""
+    t = np.zeros((1, 4, 40), np.int32)
+    t[0, :, 0:4], t[0, :, 5:9], t[0, :, 12:20], t[0, :, 24:28] = 1, 2, 3, 4
+    p = np.zeros_like(t)
+    p[0, :, 0:9] = 7
+    p[0, :, 12:16], p[0, :, 16:20] = 8, 9
+    p[0, :, 32:36] = 6
+    out = evaluate_pair(t, p, EvaluateConfig())
+    nuclei = out["nuclei"].set_index("true_id")
+    assert nuclei.status.tolist() == ["fn", "fn", "tp", "fn"]  # 7 holds 1 and 2 at IoU 4/9 each; half 8 of 3 has IoU 1/2
+    assert nuclei.merged.tolist() == [True, True, False, False] and nuclei.split.tolist() == [False, False, True, False]
+    pred = out["predicted"].set_index("pred_id")
+    assert pred.loc[7, "merge"] and not pred.loc[7, "fragment"]
+    assert pred.loc[[8, 9], "fragment"].all() and not pred.loc[[8, 9], "merge"].any()
+    assert not pred.loc[6, "merge"] and not pred.loc[6, "fragment"] and pred.loc[6, "status"] == "fp"
+    assert nuclei.z.tolist() == [0.0] * 4
+
+
+def test_split_half_still_matches_at_lower_threshold():
+    t = np.zeros((2, 4, 20), np.int32)
+    t[:, :, 2:14] = 5
+    p = np.zeros_like(t)
+    p[:, :, 2:9], p[:, :, 9:14] = 1, 2  # 7/12 of the nucleus: IoU 0.583
+    out = evaluate_pair(t, p, EvaluateConfig(report_threshold=0.5))
+    row = out["nuclei"].iloc[0]
+    assert row.status == "tp" and row.matched_id == 1 and row.split and not row.merged
+    pred = out["predicted"].set_index("pred_id")
+    assert pred.status.tolist() == ["tp", "fp"] and pred.fragment.all()
+    assert pred.loc[1, "iou"] == pytest.approx(7 / 12) and pred.loc[1, "matched_id"] == 5
+
+
+def test_centroid_depth_and_f1_bins():
+    from pipeline.evaluate.failures import centroid_z, f1_by_bin
+
+    y = np.zeros((6, 3, 3), np.int64)
+    y[1:4, 0, 0] = 7  # z 1, 2, 3: centroid 2
+    y[5, 1, 1] = 2**40  # a huge id: no table that large
+    ids, areas = np.array([7, 2**40]), np.array([3, 1])
+    assert centroid_z(y, ids, areas).tolist() == [2.0, 5.0]
+    binned = f1_by_bin(np.array([0.5, 1.5]), np.array([1.2]), np.array([0.1, 9.0]), np.array([0.0, 1.0, 2.0]))
+    assert binned["tp"].tolist() == [1, 1] and binned["fn"].tolist() == [0, 1] and binned["fp"].tolist() == [1, 1]
+    assert binned["f1"].tolist() == pytest.approx([2 / 3, 2 / 4])
+
+
+def test_overlay_object_categories_and_render():
+    from pipeline.evaluate.overlay import CATEGORIES, object_categories, render_slice
+
+    cat = object_categories(np.array([1, 2, 3, 4]), np.array(["tp", "fp", "tp", "fp"]), np.array([0, 0, 1, 0]), np.array([0, 1, 0, 0]), truth=False)
+    assert cat.tolist() == [1, 4, 3, 2]
+    assert object_categories(np.array([1, 2]), np.array(["tp", "fn"]), None, None, truth=True).tolist() == [5, 6]
+    truth = np.zeros((60, 60), np.int32)
+    truth[10:30, 10:30] = 1
+    truth[40:50, 40:50] = 2  # missed
+    pred = np.zeros_like(truth)
+    pred[12:30, 10:30] = 9
+    rgb = render_slice(None, truth, pred, (np.array([1, 2]), np.array([5, 6], np.uint8)), (np.array([9]), np.array([1], np.uint8)))
+    k = rgb.shape[0] // 60
+    assert k >= 2 and rgb.shape == (60 * k, 60 * k, 3)
+    assert np.allclose(rgb[12 * k, 20 * k], CATEGORIES[1][1])  # the prediction's top edge, green
+    assert np.allclose(rgb[10 * k, 20 * k], CATEGORIES[5][1])  # the truth's edge above it, white
+    assert np.allclose(rgb[45 * k, 45 * k], 0.35 * np.array(CATEGORIES[6][1]))  # the missed nucleus, tinted on black
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -341,7 +397,7 @@ def test_pooled_is_micro_average_and_dask_equals_in_process(tmp_path, dask_clien
     truths, preds = _folder_pair(tmp_path)
     config = EvaluateConfig()
     items = pair_sources(str(tmp_path / "t"), str(tmp_path / "p"))
-    local = run_evaluation(items, config, progress=False)
+    local = pool_results([evaluate_item(item, config.model_dump(mode="json")) for item in items], config)
     remote = run_evaluation(items, config, client=dask_client, progress=False)
     assert local.summary == remote.summary
     pd.testing.assert_frame_equal(local.nuclei, remote.nuclei)
@@ -366,6 +422,7 @@ def test_pool_results_pixel_metrics_and_channels():
                 "image": "x", "channel": channel, "t": 0,
                 "matching": {k: m.as_dict() for k, m in out["matching"].items()},
                 "nuclei": out["nuclei"].to_dict("list"),
+                "predicted": out["predicted"].to_dict("list"),
                 "confusion": confusion_matrix(sem, np.roll(sem, i, axis=2)).tolist(),
             }
         )  # fmt: skip

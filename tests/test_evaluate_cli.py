@@ -52,7 +52,7 @@ def test_writes_files_with_exact_keys(pair, tmp_path):
     out = tmp_path / "out"
     result = run("--truth", truth_file, "--pred", pred_file, "--out", out)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # no scratch folder left
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "volumes"])  # no scratch folder left
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["matching"]) == THRESHOLD_KEYS
     expected = match_thresholds(truth, pred)
@@ -67,11 +67,17 @@ def test_writes_files_with_exact_keys(pair, tmp_path):
     assert len(nuclei) == summary["n_true"]
     assert nuclei.loc[nuclei.true_id == 3, "matched_id"].item() == 0  # the dropped nucleus
     assert nuclei.evaluation_score.mean() == pytest.approx(summary["evaluation_score"])
-    for name in ("metrics_vs_threshold.png", "score_histogram.png", "overlay.png"):
+    for name in ("metrics_vs_threshold.png", "score_histogram.png", "errors.png", "overlay.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = run("--truth", truth_file, "--pred", pred_file, "--out", out)
-    assert again.exit_code == 1 and "pass --overwrite" in again.output
-    assert run("--truth", truth_file, "--pred", pred_file, "--out", out, "--overwrite").exit_code == 0
+    predicted = pd.read_csv(out / "predicted.csv")
+    assert len(predicted) == summary["n_pred"] and set(predicted.status) <= {"tp", "fp"}
+    assert (predicted.status == "tp").sum() == summary["matching"]["0.5"]["tp"] == (nuclei.status == "tp").sum()
+    again = run("--truth", truth_file, "--pred", pred_file, "--out", out)  # the same settings: resumes
+    assert again.exit_code == 0, again.output
+    assert {k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k != "provenance"} == {k: v for k, v in summary.items() if k != "provenance"}
+    other = run("--truth", truth_file, "--pred", pred_file, "--out", out, "--threshold", "0.7")
+    assert other.exit_code == 1 and "other settings (report_threshold differs)" in other.output and "pass --overwrite" in other.output
+    assert run("--truth", truth_file, "--pred", pred_file, "--out", out, "--threshold", "0.7", "--overwrite").exit_code == 0
 
 
 def test_semantic_masks_give_per_class_metrics(pair, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,14 +14,20 @@ class PlotConfig(StrictModel):
     """The PNG figures written beside the tables."""
 
     enabled: bool = True
-    """Write the figures (metrics against threshold, score histogram, TP/FP/FN overlay)."""
+    """Write the figures (metrics against threshold, score histogram, error plots, overlay)."""
     overlay_image: int = Field(0, ge=0)
     """Which evaluated volume (in the order of ``per_image.csv``) the overlay shows; the last
     one when there are fewer."""
-    overlay_slice: int | None = Field(None, ge=0)
-    """z index of the overlay; by default the slice with the most ground-truth voxels."""
+    overlay_slices: list[Annotated[int, Field(ge=0)]] | None = None
+    """z indices of the overlay's panels; by default three through the ground truth's extent
+    in z: near its top, its middle and near its bottom."""
+    image_channel: int | str | None = None
+    """Channel of the raw image under the overlay: an index, or a name for store images; by
+    default the channel the labels were made from (stores), else the first."""
     histogram_bins: int = Field(20, ge=2, le=200)
     """Bins of the per-nucleus score histogram over [0, 1]."""
+    error_bins: int = Field(10, ge=2, le=50)
+    """Bins of depth and of nucleus size in the error plots (``errors.png``)."""
     dpi: int = Field(120, ge=50, le=600)
     """Resolution of the PNG files."""
 

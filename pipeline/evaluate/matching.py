@@ -19,7 +19,7 @@ hold a conflict (:mod:`pipeline.evaluate.assignment`).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -298,7 +298,11 @@ def pool(results: Sequence[Matching], *, by_image: bool = False) -> Matching:
     Returns
     -------
     Matching
-        Without matched pairs.
+        Without matched pairs. One image pooled is that image's record, equal to
+        StarDist's ``matching`` (StarDist's ``matching_dataset`` of one image differs
+        from its own ``matching`` in the last bit of the float32 score sum, because it
+        adds ``mean_true_score * n_true`` back up); several images are pooled exactly as
+        ``matching_dataset`` pools them, in float32, in the order given.
 
     Raises
     ------
@@ -310,6 +314,8 @@ def pool(results: Sequence[Matching], *, by_image: bool = False) -> Matching:
     first = results[0]
     if any(r.thresh != first.thresh or r.criterion != first.criterion for r in results):
         raise ValueError("cannot pool results of different thresholds or criteria")
+    if len(results) == 1 and not by_image:
+        return replace(first, matched_pairs=(), matched_scores=())
     tp = sum(r.tp for r in results)
     n_true = sum(r.n_true for r in results)
     n_pred = sum(r.n_pred for r in results)

@@ -1,10 +1,10 @@
 """The label overlap table: every metric of this package is derived from it.
 
 The pairwise intersections of two label volumes (0 = background, 1.. = objects)
-are counted in one vectorised pass over the foreground voxels (``np.bincount`` of a
-combined pair key), without a Python loop over labels; with very large ids the
-volumes are first relabelled to consecutive ids. Only pairs that actually overlap are kept (a sparse table), so a volume
-with thousands of nuclei costs no more than its voxels.
+are counted in one vectorised pass over the voxels where both are foreground
+(``np.unique`` of a combined pair key), without a Python loop over labels. Only
+pairs that actually overlap are kept (a sparse table), so time and memory follow
+the number of voxels, not the number of objects: 16,000 nuclei cost what 1,000 do.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pipeline.errors import InputError
 
 LOG = logging.getLogger(__name__)
 
-#: Largest dense ``(n_true + 1) * (n_pred + 1)`` pair table counted with ``np.bincount``;
-#: beyond it the pair keys are counted with ``np.unique`` (sorting, but no large table).
-DENSE_PAIR_LIMIT = 1 << 25
+#: Pair keys ``true_id * (max_pred_id + 1) + pred_id`` are formed from the original ids
+#: below this; larger ids are first replaced by their rank.
+KEY_LIMIT = 1 << 62
 #: Relabel through a lookup table while the largest id is below this (else ``np.unique``).
 LUT_LIMIT = 1 << 26
 
@@ -160,6 +160,11 @@ class Overlap:
 def label_overlap(y_true: np.ndarray, y_pred: np.ndarray, *, names: tuple[str, str] = ("y_true", "y_pred")) -> Overlap:
     """Count the overlap of every ground-truth object with every predicted object.
 
+    Areas come from one ``bincount`` of each image (``np.unique`` for very large ids);
+    the pairs from ``np.unique`` of a combined key over the voxels where both images are
+    foreground. Memory is a few arrays of the volume's size, whatever the number of
+    objects: no ``n_true x n_pred`` table is ever built.
+
     Parameters
     ----------
     y_true, y_pred : numpy.ndarray
@@ -187,54 +192,41 @@ def label_overlap(y_true: np.ndarray, y_pred: np.ndarray, *, names: tuple[str, s
     ([0, 1, 1], [0, 0, 1], [1, 1, 1])
     """
     y_true, y_pred = check_pair(y_true, y_pred, names)
-    if y_true.size:
-        top_true, top_pred = int(y_true.max()), int(y_pred.max())
-        if (top_true + 1) * (top_pred + 1) <= DENSE_PAIR_LIMIT:
-            return _dense_overlap(y_true, y_pred, top_true, top_pred)
-    t, true_labels, true_area = relabel(y_true)
-    p, pred_labels, pred_area = relabel(y_pred)
-    n_true, n_pred = len(true_labels), len(pred_labels)
-    if n_true == 0 or n_pred == 0:
-        empty = np.zeros(0, np.int64)
-        return Overlap(y_true.shape, true_labels, pred_labels, true_area, pred_area, empty, empty, empty)
-    both = np.flatnonzero((t > 0) & (p > 0))
-    stride = n_pred + 1
-    key = t[both].astype(np.int64) * stride + p[both]
-    if (n_true + 1) * stride <= DENSE_PAIR_LIMIT:
-        counts = np.bincount(key, minlength=(n_true + 1) * stride)
-        keys = np.flatnonzero(counts)
-        inter = counts[keys].astype(np.int64)
-    else:
-        keys, inter = np.unique(key, return_counts=True)
-        inter = inter.astype(np.int64)
-    rows = keys // stride - 1
-    cols = keys % stride - 1
-    return Overlap(y_true.shape, true_labels, pred_labels, true_area, pred_area, rows.astype(np.int64), cols.astype(np.int64), inter)
-
-
-def _dense_overlap(y_true: np.ndarray, y_pred: np.ndarray, top_true: int, top_pred: int) -> Overlap:
-    """The table for moderate ids: one ``bincount`` over the voxels where either image is
-    foreground, keyed by the original ids (no relabelling pass over the volume)."""
     t, p = y_true.reshape(-1), y_pred.reshape(-1)
-    stride = top_pred + 1
-    fg = t != 0
-    fg |= p != 0
-    fg = np.flatnonzero(fg)
-    key = t[fg].astype(np.int64) * stride
-    key += p[fg].astype(np.int64)
-    table = np.bincount(key, minlength=(top_true + 1) * stride).reshape(-1, stride)
-    true_all, pred_all = table.sum(1), table.sum(0)
-    true_labels = np.flatnonzero(true_all[1:]).astype(np.int64) + 1
-    pred_labels = np.flatnonzero(pred_all[1:]).astype(np.int64) + 1
-    sub = table[np.ix_(true_labels, pred_labels)]
-    rows, cols = np.nonzero(sub)  # row-major: sorted by row, then column
-    return Overlap(
-        y_true.shape,
-        true_labels,
-        pred_labels,
-        true_all[true_labels].astype(np.int64),
-        pred_all[pred_labels].astype(np.int64),
-        rows.astype(np.int64),
-        cols.astype(np.int64),
-        sub[rows, cols].astype(np.int64),
-    )
+    true_labels, true_area = _areas(t)
+    pred_labels, pred_area = _areas(p)
+    empty = np.zeros(0, np.int64)
+    if len(true_labels) == 0 or len(pred_labels) == 0:
+        return Overlap(y_true.shape, true_labels, pred_labels, true_area, pred_area, empty, empty, empty)
+    both = t != 0
+    both &= p != 0
+    both = np.flatnonzero(both)
+    top_t, top_p = int(true_labels[-1]), int(pred_labels[-1])
+    if (top_t + 1) * (top_p + 1) < KEY_LIMIT:  # the pair key of the original ids fits in int64
+        stride = top_p + 1
+        key = t[both].astype(np.int64) * stride
+        key += p[both].astype(np.int64)
+        keys, inter = np.unique(key, return_counts=True)
+        rows = np.searchsorted(true_labels, keys // stride)
+        cols = np.searchsorted(pred_labels, keys % stride)
+    else:  # ids too large to combine: index them first
+        stride = len(pred_labels) + 1
+        key = np.searchsorted(true_labels, t[both]).astype(np.int64) * stride
+        key += np.searchsorted(pred_labels, p[both])
+        keys, inter = np.unique(key, return_counts=True)
+        rows, cols = keys // stride, keys % stride
+    return Overlap(y_true.shape, true_labels, pred_labels, true_area, pred_area, rows.astype(np.int64), cols.astype(np.int64), inter.astype(np.int64))
+
+
+def _areas(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ids (without 0) of a flat label array and their voxel counts."""
+    if flat.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    top = int(flat.max())
+    if top < LUT_LIMIT:
+        counts = np.bincount(flat if flat.dtype.itemsize < 8 or flat.dtype == np.int64 else flat.astype(np.int64), minlength=top + 1)
+        labels = np.flatnonzero(counts[1:]).astype(np.int64) + 1
+        return labels, counts[labels].astype(np.int64)
+    values, counts = np.unique(flat, return_counts=True)
+    keep = values != 0
+    return values[keep].astype(np.int64), counts[keep].astype(np.int64)
