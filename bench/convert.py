@@ -118,7 +118,7 @@ def naive(src: Path, dst: Path, threads: int | None = None) -> None:
     import tifffile
     import zarr
 
-    from pipeline.io.plate import compressor
+    from pipeline.io.plate import chunk_codecs
 
     if threads is not None:
         zarr.config.set({"threading.max_workers": threads})
@@ -131,12 +131,63 @@ def naive(src: Path, dst: Path, threads: int | None = None) -> None:
         shape=(len(times), len(CHANNELS), *first.shape),
         chunks=(1, 1, first.shape[0], 256, 256),
         dtype=first.dtype,
-        compressors=compressor(),  # the store's own codec and default level
+        compressors=chunk_codecs(),  # the store's own codecs (Blosc-zstd, then the chunk's CRC32C) and default level
         fill_value=0,
     )
     for t in times:
         for c, name in enumerate(CHANNELS):
             arr[t - times[0], c] = tifffile.imread(src / f"{WELL}_T{t:02d}_{name}.tif")
+
+
+def checksum_cost(series: Path, rounds: int = 5) -> dict:
+    """What the chunks' CRC32C costs: one time point's chunks encoded and decoded by the store's
+    codec with and without it (best of ``rounds``, one thread), in ms per 21 x 512 x 512 volume."""
+    import tifffile
+    import zarr
+
+    from pipeline.io.chunks import VolumeCodec, blosc_of, chunk_regions
+    from pipeline.io.plate import chunk_codecs
+
+    files = sorted(series.glob("*_T01_*.tif"))
+    volumes = [tifffile.imread(f) for f in files]
+    array = zarr.create_array(zarr.storage.MemoryStore(), shape=(1, 1, *SHAPE), chunks=(1, 1, SHAPE[0], 256, 256), dtype="uint16", compressors=chunk_codecs())
+    blosc = blosc_of(array)
+    blocks = [np.ascontiguousarray(v[r]) for v in volumes for _, r in chunk_regions(SHAPE, (SHAPE[0], 256, 256))]
+    out = np.empty((SHAPE[0], 256, 256), np.uint16)
+    timings = {}
+    for checksum in (False, True, False, True):  # interleaved
+        codec = VolumeCodec(blosc, checksum)
+        enc, dec = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            encoded = [codec.encode(b) for b in blocks]
+            t1 = time.perf_counter()
+            for e in encoded:
+                codec.decode(e, out=out)
+            dec.append(time.perf_counter() - t1)
+            enc.append(t1 - t0)
+        key = "crc32c" if checksum else "plain"
+        timings.setdefault(key, {"encode": [], "decode": []})
+        timings[key]["encode"] += enc
+        timings[key]["decode"] += dec
+    per_volume = {k: {op: 1e3 * min(v) / len(volumes) for op, v in ops.items()} for k, ops in timings.items()}
+    from pipeline.io.chunks import crc32c
+
+    encoded = [VolumeCodec(blosc, False).encode(b) for b in blocks]
+    crc = []
+    for _ in range(rounds * 4):
+        t0 = time.perf_counter()
+        for e in encoded:
+            crc32c(e)
+        crc.append(time.perf_counter() - t0)
+    return {
+        "crc_ms_per_volume": 1e3 * min(crc) / len(volumes),
+        "compressed_mb_per_volume": sum(map(len, encoded)) / len(volumes) / 1e6,
+        "ms_per_volume": per_volume,
+        "encode_overhead": per_volume["crc32c"]["encode"] / per_volume["plain"]["encode"] - 1,
+        "decode_overhead": per_volume["crc32c"]["decode"] / per_volume["plain"]["decode"] - 1,
+        "bytes_per_chunk_added": 4,
+    }
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
@@ -226,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         results["runs"][key] = best
     _check_same(work / f"naive-{args.timepoints}.zarr", work / f"convert-{args.timepoints}.zarr", args.timepoints)
     scaling.append(cpu_scaling())
+    results["checksum"] = checksum_cost(series)
 
     r = results["runs"]
     big = args.timepoints
@@ -258,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (the naive loop used {naive_cores:.2f} cores: zarr compresses chunks in a thread pool;"
           f" against it with one zarr thread: {single:.2f}x)")
     print(f"peak memory convert {big} t / 1 t: {memory:.2f}x (target <= {MEMORY_TARGET}x)")
+    cost = results["checksum"]
+    print(f"chunk checksums (CRC32C): {cost['crc_ms_per_volume']:.2f} ms per volume ({cost['compressed_mb_per_volume']:.1f} MB compressed);"
+          f" codec with/without, encode {cost['ms_per_volume']['plain']['encode']:.1f} -> {cost['ms_per_volume']['crc32c']['encode']:.1f} ms"
+          f" ({100 * cost['encode_overhead']:+.1f} %), decode and check {cost['ms_per_volume']['plain']['decode']:.1f} ->"
+          f" {cost['ms_per_volume']['crc32c']['decode']:.1f} ms ({100 * cost['decode_overhead']:+.1f} %) per volume; 4 bytes a chunk")
     print(f"load average during the runs: {', '.join(f'{v:.2f}' for v in loads)} on {os.cpu_count()} CPUs")
     print(f"CPU the machine gave 2 processes, before and after: {scaling[0]:.2f}x and {scaling[1]:.2f}x one"
           f" (2.0 when idle; the 1.4x target needs close to 2)")
