@@ -25,6 +25,7 @@ class LoggedProgress(tqdm):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("mininterval", LOG_EVERY)
+        kwargs.setdefault("bar_format", "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]")
         kwargs["maxinterval"] = max(kwargs.get("maxinterval", 0) or 0, kwargs["mininterval"])
         kwargs["miniters"] = 1
         self._logged = None
