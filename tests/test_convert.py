@@ -47,6 +47,12 @@ def test_folder_to_plate(tmp_path, rng, dask_client):
     assert meta.voxel_size == pytest.approx((5.0, 1.24, 1.24)) and meta.time_step == 1800.0
     record = plate.records()["convert"]
     assert record["written"] == 18 and len(record["inputs"]) == 2 and record["config"]["chunk_yx"] == [256, 256]
+    # viewers open each channel with a window from the data (0.5-99.5 percentiles), not 0-65535
+    windows = [ch["window"] for ch in plate.group["C/3/0"].attrs["ome"]["omero"]["channels"]]
+    for c, window in enumerate(windows):
+        per_volume = [np.percentile(data["C3"][t, c][:, ::4, ::4], (0.5, 99.5)) for t in range(3)]
+        assert (window["start"], window["end"]) == pytest.approx(tuple(np.median(per_volume, axis=0)))
+        assert window["min"] == 0 and window["max"] == 65535
 
 
 @pytest.mark.parametrize("axes", ["TZCYX", "CZYX", "ZYX"])

@@ -77,6 +77,7 @@ def test_ngff_models_validate(tmp_path):
     Labels.from_zarr(zarr.open_group(str(tmp_path / "p.zarr" / "B" / "10" / "0" / "labels"), mode="r"))
     label_attrs = zarr.open_group(str(tmp_path / "p.zarr" / "B" / "10" / "0" / "labels" / "nuclei"), mode="r").attrs
     assert "image-label" in label_attrs["ome"] and label_attrs["spheroid"]["stage"] == "test"
+    assert label_attrs["ome"]["image-label"]["source"] == {"image": "../../"}  # readers find the image it labels
 
 
 def test_existing_store_not_overwritten(tmp_path):

@@ -115,7 +115,10 @@ def convert(
         kwargs = {"desc": "convert", "progress": progress, "unit": "time point", "location": location, "verify": config.verify, "codec_threads": config.codec_threads}
         with _start_method(config, location.in_memory), use_client(client, config.cluster, in_process=location.in_memory) as own:
             results = run_tasks(own, convert_timepoint, tasks, **kwargs)
+    windows = display_windows(results)
     for field in fields:
+        if field.array_path("raw") in windows:
+            field.set_display_window("raw", windows[field.array_path("raw")])
         if not field.is_complete("raw"):
             field.mark_complete("raw")
     seconds = time.perf_counter() - start
@@ -127,6 +130,17 @@ def convert(
         written, nbytes / 1e6, seconds, nbytes / 1e6 / max(seconds, 1e-9), skipped,
     )
     return summary
+
+
+def display_windows(results: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
+    """Per array and channel, the medians over the volumes written of their display ranges."""
+    import numpy as np
+
+    ranges: dict[str, dict[int, list]] = {}
+    for r in results:
+        for c, window in r.get("windows", {}).items():
+            ranges.setdefault(r["array"], {}).setdefault(int(c), []).append(window)
+    return {a: {c: tuple(float(v) for v in np.median(np.asarray(w), axis=0)) for c, w in chans.items()} for a, chans in ranges.items()}
 
 
 def _start_method(config: ConvertConfig, in_process: bool):

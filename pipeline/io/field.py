@@ -258,6 +258,17 @@ class Field:
         attrs.update(values)
         group.attrs["spheroid"] = attrs
 
+    def set_display_window(self, name: str, windows: dict[int, tuple[float, float]]) -> None:
+        """Set the ``omero`` display window (start, end) of channels of image ``name``."""
+        group = self._group(self.image_path(name))
+        ome = dict(group.attrs["ome"])
+        channels = [dict(ch) for ch in ome.get("omero", {}).get("channels", [])]
+        for c, (start, end) in windows.items():
+            if 0 <= c < len(channels):
+                channels[c]["window"] = {**channels[c].get("window", {}), "start": float(start), "end": float(end)}
+        ome["omero"] = {**ome.get("omero", {}), "channels": channels}
+        group.attrs["ome"] = ome
+
     # -- completion -------------------------------------------------------------------
     def done(self, name: str = RAW, *, label: bool = False) -> np.ndarray:
         """``(T, C)`` bool array: which volumes are written and verified."""

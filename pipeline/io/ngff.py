@@ -104,7 +104,12 @@ def image_attrs(meta: ImageMeta, name: str, window_max: float) -> dict[str, Any]
 
 def label_attrs(meta: ImageMeta, name: str) -> dict[str, Any]:
     """The ``ome`` attribute of a label image (multiscales + image-label)."""
-    return {"version": NGFF_VERSION, "multiscales": _multiscales(meta, name), "image-label": {"version": NGFF_VERSION}}
+    image_label = {
+        "version": NGFF_VERSION,
+        "source": {"image": "../../"},  # the field's image, two levels up (labels/<name>)
+        "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],  # background transparent; nuclei get a viewer's palette
+    }
+    return {"version": NGFF_VERSION, "multiscales": _multiscales(meta, name), "image-label": image_label}
 
 
 def register_label(labels_group: zarr.Group, name: str) -> None:
