@@ -61,4 +61,4 @@ def test_info_shows_each_image_and_its_progress(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == f"plate exp1 at {tmp_path / 'p.zarr'}" and lines[1] == "  field C3/0"
     assert lines[2].split() == ["raw", "(2,", "2,", "3,", "16,", "16)", "uint16", "complete"]
-    assert lines[3].split() == ["labels/nuclei", "(2,", "1,", "3,", "16,", "16)", "uint32", "1/2", "volumes"]
+    assert lines[3].split() == ["labels/nuclei", "(2,", "3,", "16,", "16)", "uint32", "1/2", "volumes"]  # t, z, y, x

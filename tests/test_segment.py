@@ -60,7 +60,7 @@ def test_segment_writes_labels_and_resumes(tmp_path, rng, tiny_model, dask_clien
     assert summary["volumes"] == 2 and summary["skipped"] == 0
     field = Plate.open(str(tmp_path / "p.zarr"), mode="r+").field("B10")
     labels = field.labels("nuclei")
-    assert labels.shape == (2, 1, *SHAPE[2:]) and labels.dtype == np.uint32
+    assert labels.shape == (2, *SHAPE[2:]) and labels.dtype == np.uint32  # t, z, y, x
     assert field.is_complete("nuclei", label=True)
     assert field.attrs("nuclei", label=True)["model_name"] == "tiny"
     again = run_segment(plate, config, client=dask_client, progress=False)
@@ -141,7 +141,7 @@ def test_stage_labels_equal_the_segmenter_on_each_volume(spheroid_plate, dask_cl
     segmenter = get_segmenter(config)
     for t in range(2):
         expected = segmenter.predict(result.images[t, 0], voxel_size=result.voxel_size)
-        np.testing.assert_array_equal(field.labels("nuclei")[t, 0], expected)
+        np.testing.assert_array_equal(field.label_volume("nuclei", t), expected)
     attrs = field.attrs("nuclei", label=True)
     assert attrs["settings"]["input"] == "raw" and attrs["settings"]["channel"] == "Hoechst"
     assert attrs["provenance"]["signature"] == attrs["signature"]

@@ -148,7 +148,7 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
                 raise ConfigError(f"{source}: key 'channels.{role}': field {fld} has no channel {name!r} (channels: {', '.join(meta.channels)})")
         shape = fld.image(config.input).shape
         lshape = fld.labels(config.labels).shape
-        if lshape[0] != shape[0] or tuple(lshape[2:]) != tuple(shape[2:]):
+        if lshape[0] != shape[0] or tuple(lshape[-3:]) != tuple(shape[2:]):
             raise StoreError(f"{url}: field {fld} labels '{config.labels}' have shape {lshape}, image '{config.input}' {shape}")
         plans.append(fld)
     for fld in plans:

@@ -199,18 +199,19 @@ def store_volumes(
         if not np.issubdtype(array.dtype, np.integer):
             raise InputError(f"{label}: labels must be integers, got dtype {array.dtype}")
         done = field.done(name, label=True)
+        n_c = array.shape[1] if array.ndim == 5 else 1  # t, z, y, x label images have one channel
         names = channel_names
-        if names is None and field.has_image() and field.image().shape[1] == array.shape[1]:
+        if names is None and n_c > 1 and field.has_image() and field.image().shape[1] == n_c:
             names = list(field.meta().channels)
-        for t, c in iter_volumes(array.shape):
+        for t, c in iter_volumes((array.shape[0], n_c)):
             if times is not None and t not in times:
                 continue
             if not done[t, c]:
                 skipped += 1
                 continue
-            ch = _channel_name(names, c, array.shape[1], label)
+            ch = _channel_name(names, c, n_c, label)
             out[(str(field), ch, t)] = VolumeRef(
-                f"{label} (t={t}, c={c})", t, c, tuple(int(s) for s in array.shape[2:]), str(array.dtype),
+                f"{label} (t={t}, c={c})", t, c, tuple(int(s) for s in array.shape[-3:]), str(array.dtype),
                 location=plate.location, array_path=field.label_path(name) + "/0", stamp=stamp,
             )  # fmt: skip
     if not found:

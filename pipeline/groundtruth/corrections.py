@@ -151,7 +151,7 @@ def export_corrections(
             raise StoreError(f"{where}: no labels/{config.labels} in the store; segment first or pass --labels PRED.tif")
         if not field.done(config.labels, label=True)[t, 0]:
             raise StoreError(f"{where}: labels/{config.labels} has no finished volume at t={t}")
-        labels = np.asarray(field.labels(config.labels)[t, 0])
+        labels = field.label_volume(config.labels, t)
         labels_attrs = field.attrs(config.labels, label=True)
         labels_source = f"store:labels/{config.labels}"
     else:

@@ -36,17 +36,27 @@ LOG = logging.getLogger(__name__)
 _checked_once = False
 
 
+def volume_index(array, t: int, c: int) -> tuple[int, ...]:
+    """The leading index of volume ``(t, c)``: ``(t, c)`` in a ``t, c, z, y, x`` image, ``(t,)`` in a
+    ``t, z, y, x`` label image (whose single channel is ``c = 0``)."""
+    if array.ndim == 4:
+        if c != 0:
+            raise IndexError(f"a t, z, y, x array has no channel {c}")
+        return (int(t),)
+    return (int(t), int(c))
+
+
 def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool = True, where: str = "") -> bool:
     """Encode and store volume ``(t, c)`` of ``array`` chunk by chunk.
 
     Parameters
     ----------
     array : zarr.Array
-        A ``t, c, z, y, x`` array opened for writing.
+        A ``t, c, z, y, x`` (or ``t, z, y, x``) array opened for writing.
     t, c : int
         Time point and channel.
     volume : numpy.ndarray
-        Data of shape ``array.shape[2:]`` and dtype ``array.dtype``.
+        Data of shape ``array.shape[-3:]`` and dtype ``array.dtype``.
     verify : bool
         Read every chunk back and compare its bytes with what was written.
     where : str
@@ -69,7 +79,8 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
         return False
     volume = volume.astype(array.dtype.newbyteorder("<"), copy=False)  # the bytes codec is little-endian
     io = ChunkIO(array)
-    chunk = array.chunks[2:]
+    lead = volume_index(array, t, c)
+    chunk = array.chunks[-3:]
     fill = array.fill_value
     for index, region in chunk_regions(volume.shape, chunk):
         block = volume[region]
@@ -78,12 +89,12 @@ def put_volume_chunks(array, t: int, c: int, volume: np.ndarray, *, verify: bool
             full[tuple(slice(0, s) for s in block.shape)] = block
             block = full
         encoded = bytes(codec.encode(np.ascontiguousarray(block)))
-        key = io.key((t, c, *index))
+        key = io.key((*lead, *index))
         io.put(key, encoded)
         if verify and io.get(key) != encoded:
             raise StoreError(f"{where}: chunk {key} of t={t} c={c} reads back differently from what was written")
     if verify and not _checked_once:
-        if not np.array_equal(array[t, c], volume, equal_nan=volume.dtype.kind in "fc"):
+        if not np.array_equal(array[lead], volume, equal_nan=volume.dtype.kind in "fc"):
             raise StoreError(f"{where}: t={t} c={c} decodes differently from what was written")
         _checked_once = True
     return True
@@ -189,13 +200,14 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "", missing: str = 
     if codec is None:
         return None
     dtype = array.dtype.newbyteorder("<")
-    shape = tuple(array.shape[2:])
-    chunk = tuple(array.chunks[2:])
+    lead = volume_index(array, t, c)
+    shape = tuple(array.shape[-3:])
+    chunk = tuple(array.chunks[-3:])
     out = np.empty(shape, dtype=array.dtype)
     io = ChunkIO(array)
     scratch = np.empty(chunk, dtype=dtype)
     for index, region in chunk_regions(shape, chunk):
-        key = io.key((t, c, *index))
+        key = io.key((*lead, *index))
         encoded = io.get(key)
         if encoded is None:
             if missing != "fill":
@@ -215,7 +227,8 @@ def get_volume_chunks(array, t: int, c: int, *, where: str = "", missing: str = 
 def missing_chunks(array, t: int, c: int) -> list[str]:
     """Keys of the chunks of volume ``(t, c)`` that are not in the store (any codec)."""
     io = ChunkIO(array)
-    keys = [io.key((t, c, *index)) for index, _ in chunk_regions(tuple(array.shape[2:]), tuple(array.chunks[2:]))]
+    lead = volume_index(array, t, c)
+    keys = [io.key((*lead, *index)) for index, _ in chunk_regions(tuple(array.shape[-3:]), tuple(array.chunks[-3:]))]
     return [key for key in keys if not io.exists(key)]
 
 
@@ -231,10 +244,11 @@ def check_volume_chunks(array, t: int, c: int, *, where: str = "", decode: bool 
     """
     codec = volume_codec(array)
     io = ChunkIO(array)
-    chunk = tuple(array.chunks[2:])
+    lead = volume_index(array, t, c)
+    chunk = tuple(array.chunks[-3:])
     scratch = np.empty(chunk, dtype=array.dtype.newbyteorder("<")) if codec is not None and decode else None
-    for index, _ in chunk_regions(tuple(array.shape[2:]), chunk):
-        key = io.key((t, c, *index))
+    for index, _ in chunk_regions(tuple(array.shape[-3:]), chunk):
+        key = io.key((*lead, *index))
         encoded = io.get(key)
         if encoded is None:
             raise damaged(where, t, c, f"chunk {key} is missing")

@@ -146,7 +146,7 @@ class Field:
     def create_labels(
         self,
         name: str,
-        shape: tuple[int, int, int, int, int],
+        shape: tuple[int, ...],
         meta: ImageMeta,
         *,
         dtype: np.dtype | str = "uint32",
@@ -154,16 +154,28 @@ class Field:
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
     ) -> zarr.Array:
-        """Create NGFF label image ``labels/<name>`` (axes ``t, c, z, y, x`` with c = 1)."""
+        """Create NGFF label image ``labels/<name>`` with axes ``t, z, y, x``.
+
+        ``shape`` is ``(T, Z, Y, X)``, or an image's ``(T, 1, Z, Y, X)``. Its one channel is
+        volume ``c = 0`` for the volume functions (:func:`~pipeline.io.volumes.write_volume`...)
+        and for its ``done`` flags, which stay ``(T, 1)``.
+        """
+        shape = tuple(int(s) for s in shape)
+        if len(shape) == 5:
+            if shape[1] != 1:
+                raise StoreError(f"{self.plate.location.child(self.label_path(name))}: label images have one channel; got shape {shape}")
+            shape = (shape[0], *shape[2:])
         return self._create(self.label_path(name), name, shape, dtype, meta, chunk_yx, overwrite, attrs, label=True)
 
     def _create(self, gpath, name, shape, dtype, meta, chunk_yx, overwrite, attrs, *, label, level=DEFAULT_LEVEL, codec="zstd", normalized=False):
         shape = tuple(int(s) for s in shape)
-        if len(shape) != 5:
-            raise StoreError(f"{self.plate.location.child(gpath)}: images have 5 axes t, c, z, y, x; got shape {shape}")
-        if shape[1] != len(meta.channels):
+        axes = ngff.LABEL_AXES if label else ngff.AXES
+        if len(shape) != len(axes):
+            raise StoreError(f"{self.plate.location.child(gpath)}: {'label images' if label else 'images'} have axes {', '.join(axes)}; got shape {shape}")
+        if not label and shape[1] != len(meta.channels):
             raise StoreError(f"{self.plate.location.child(gpath)}: {shape[1]} channels but {len(meta.channels)} channel names")
-        chunks = (1, 1, shape[2], min(chunk_yx[0], shape[3]), min(chunk_yx[1], shape[4]))
+        chunks = (1,) * (len(shape) - 3) + (shape[-3], min(chunk_yx[0], shape[-2]), min(chunk_yx[1], shape[-1]))
+        done_shape = (shape[0], 1) if label else shape[:2]
         root = self.plate.group
         if gpath in root and not overwrite:
             existing = root[f"{gpath}/0"] if f"{gpath}/0" in root else None
@@ -193,9 +205,9 @@ class Field:
             dtype=dtype,
             compressors=chunk_codecs(level, codec),
             fill_value=0,
-            dimension_names=list(ngff.AXES),
+            dimension_names=list(axes),
         )
-        group.create_array("done", shape=shape[:2], chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
+        group.create_array("done", shape=done_shape, chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
         stored = {}
         if normalized:  # one chunk per volume: workers write their own (t, c) entry
             group.create_array(affine.ARRAY, shape=(*shape[:2], 3), chunks=(1, 1, 3), dtype="float64", fill_value=np.nan, compressors=None)
@@ -240,7 +252,16 @@ class Field:
         return self._group(self.image_path(name))["0"]
 
     def labels(self, name: str = "nuclei") -> zarr.Array:
+        """The ``t, z, y, x`` array of label image ``name`` (``t, 1, z, y, x`` in stores written
+        by earlier versions; :meth:`label_volume` reads either)."""
         return self._group(self.label_path(name))["0"]
+
+    def label_volume(self, name: str, t: int) -> np.ndarray:
+        """Time point ``t`` of label image ``name`` as a ``z, y, x`` array, checked (see
+        :func:`~pipeline.io.volumes.read_volume`)."""
+        from pipeline.io.volumes import read_volume
+
+        return read_volume(self.plate.location, f"{self.label_path(name)}/0", t, 0)
 
     def meta(self, name: str = RAW) -> ImageMeta:
         """Channels, voxel size and time step of image ``name``."""

@@ -15,6 +15,9 @@ import zarr
 
 NGFF_VERSION = "0.5"
 AXES = ("t", "c", "z", "y", "x")
+LABEL_AXES = ("t", "z", "y", "x")
+"""Axes of label images: no channel axis, so that viewers that split an image on ``c``
+(napari-ome-zarr) show the labels with the same dimensions as each channel."""
 DEFAULT_CHANNELS = ("Hoechst", "Cy3", "GFP")
 DEFAULT_COLORS = {"hoechst": "0000FF", "dapi": "0000FF", "cy3": "FF0000", "red": "FF0000", "gfp": "00FF00", "green": "00FF00"}
 FALLBACK_COLORS = ("FF00FF", "00FFFF", "FFFF00", "FFFFFF")
@@ -64,22 +67,26 @@ class ImageMeta:
         return ImageMeta(channels=tuple(channels), voxel_size=self.voxel_size, time_step=self.time_step)
 
 
-def axes_metadata() -> list[dict[str, str]]:
-    return [
-        {"name": "t", "type": "time", "unit": "second"},
-        {"name": "c", "type": "channel"},
-        {"name": "z", "type": "space", "unit": "micrometer"},
-        {"name": "y", "type": "space", "unit": "micrometer"},
-        {"name": "x", "type": "space", "unit": "micrometer"},
-    ]
+_AXIS = {
+    "t": {"name": "t", "type": "time", "unit": "second"},
+    "c": {"name": "c", "type": "channel"},
+    "z": {"name": "z", "type": "space", "unit": "micrometer"},
+    "y": {"name": "y", "type": "space", "unit": "micrometer"},
+    "x": {"name": "x", "type": "space", "unit": "micrometer"},
+}
 
 
-def _multiscales(meta: ImageMeta, name: str) -> list[dict[str, Any]]:
+def axes_metadata(axes: tuple[str, ...] = AXES) -> list[dict[str, str]]:
+    return [dict(_AXIS[a]) for a in axes]
+
+
+def _multiscales(meta: ImageMeta, name: str, axes: tuple[str, ...] = AXES) -> list[dict[str, Any]]:
+    scale = dict(zip(AXES, meta.scale))
     return [
         {
             "name": name,
-            "axes": axes_metadata(),
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": meta.scale}]}],
+            "axes": axes_metadata(axes),
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [scale[a] for a in axes]}]}],
         }
     ]
 
@@ -103,13 +110,12 @@ def image_attrs(meta: ImageMeta, name: str, window_max: float) -> dict[str, Any]
 
 
 def label_attrs(meta: ImageMeta, name: str) -> dict[str, Any]:
-    """The ``ome`` attribute of a label image (multiscales + image-label)."""
-    image_label = {
-        "version": NGFF_VERSION,
-        "source": {"image": "../../"},  # the field's image, two levels up (labels/<name>)
-        "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],  # background transparent; nuclei get a viewer's palette
-    }
-    return {"version": NGFF_VERSION, "multiscales": _multiscales(meta, name), "image-label": image_label}
+    """The ``ome`` attribute of a ``t, z, y, x`` label image (multiscales + image-label)."""
+    # the field's image, two levels up (labels/<name>). No "colors": napari-ome-zarr builds a
+    # direct colour map from that list and draws every label it does not list black (seen with
+    # 0.10.0); without it each nucleus gets a colour of napari's palette
+    image_label = {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    return {"version": NGFF_VERSION, "multiscales": _multiscales(meta, name, LABEL_AXES), "image-label": image_label}
 
 
 def register_label(labels_group: zarr.Group, name: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.io import affine
-from pipeline.io.chunks import damaged, get_volume_chunks, missing_chunks, put_chunk, put_volume_chunks
+from pipeline.io.chunks import damaged, get_volume_chunks, missing_chunks, put_chunk, put_volume_chunks, volume_index
 from pipeline.io.location import Location
 
 LOG = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def read_through_zarr(array, t: int, c: int, *, where: str) -> np.ndarray:
     if gone:
         raise damaged(where, t, c, f"{len(gone)} chunk(s) missing (first: {gone[0]})")
     try:
-        return array[t, c]
+        return array[volume_index(array, t, c)]
     except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
         raise damaged(where, t, c, str(exc).splitlines()[0][:200]) from None
 
@@ -108,11 +108,11 @@ def write_volume(
     location : Location
         The store.
     array_path : str
-        Path of the ``t, c, z, y, x`` array, e.g. ``"B/10/0/0"``.
+        Path of the ``t, c, z, y, x`` array (or a ``t, z, y, x`` label image's), e.g. ``"B/10/0/0"``.
     t, c : int
         Time point and channel.
     volume : numpy.ndarray
-        Data of shape ``array.shape[2:]``; cast to the array's dtype only if
+        Data of shape ``array.shape[-3:]``; cast to the array's dtype only if
         that loses nothing.
     verify : bool
         Read the written chunks back and compare before marking done (byte for byte
@@ -133,15 +133,16 @@ def write_volume(
         On a shape or dtype mismatch, or if the read-back differs.
     """
     array = location.open_array(array_path, mode="r+")
-    if volume.shape != array.shape[2:]:
-        raise StoreError(f"{location.child(array_path)}: volume t={t} c={c} has shape {volume.shape}, expected {array.shape[2:]}")
+    if volume.shape != array.shape[-3:]:
+        raise StoreError(f"{location.child(array_path)}: volume t={t} c={c} has shape {volume.shape}, expected {array.shape[-3:]}")
     if volume.dtype != array.dtype:
         if not np.can_cast(volume.dtype, array.dtype, casting="safe"):
             raise StoreError(f"{location.child(array_path)}: cannot store {volume.dtype} data in a {array.dtype} array without loss")
         volume = volume.astype(array.dtype)
     if not put_volume_chunks(array, t, c, volume, verify=verify, where=location.child(array_path)):
-        array[t, c] = volume
-        if verify and not np.array_equal(array[t, c], volume, equal_nan=volume.dtype.kind in "fc"):
+        lead = volume_index(array, t, c)
+        array[lead] = volume
+        if verify and not np.array_equal(array[lead], volume, equal_nan=volume.dtype.kind in "fc"):
             raise StoreError(f"{location.child(array_path)}: read-back of t={t} c={c} differs from what was written")
     mark_done(location, array_path, t, c)
     info = {"t": int(t), "c": int(c), "nbytes": int(volume.nbytes)}
