@@ -35,6 +35,13 @@ class PhaseDurations(StrictModel):
     """Cell-to-cell coefficient of variation of every duration (log-normal)."""
 
 
+def parse_well_name(well: str) -> tuple[str, str]:
+    """Row and column of a well name (see :func:`pipeline.io.plate.parse_well`)."""
+    from pipeline.io.plate import parse_well
+
+    return parse_well(well)
+
+
 class ChannelTriple(StrictModel):
     """One value per channel, in channel order (Hoechst, Cy3, GFP)."""
 
@@ -61,6 +68,64 @@ class NoiseConfig(StrictModel):
     """ADU per photo-electron: the signal is divided by it, Poisson-sampled, multiplied back."""
     read_noise: float = Field(20.0, ge=0)
     """Standard deviation of the Gaussian read noise (ADU)."""
+
+
+class DrugResponse(StrictModel):
+    """One drug that holds cells in G1, with a known dose-response (a Hill curve).
+
+    The images show the wells after the drug has acted: at the first time point a
+    fraction ``p(dose)`` of the cells, drawn at random, is arrested in late G1 (bright
+    Cdt1-red) and never divides; the others cycle as without the drug. With
+    ``p(d) = bottom + (top - bottom) * d**hill / (d**hill + ec50**hill)`` the fraction of
+    G1 nuclei at the first time point and the growth of the nucleus count are both linear
+    in ``p``, so a dose-response fit of either read-out recovers ``ec50``.
+    """
+
+    name: str = "drug"
+    """Name of the drug (as a plate layout gives it)."""
+    unit: str = "uM"
+    """Unit of ``ec50`` and of the doses."""
+    ec50: float = Field(gt=0)
+    """Dose at which half of the maximal arrest is reached (in ``unit``)."""
+    hill: float = Field(1.0, gt=0)
+    """Hill coefficient: the steepness of the curve."""
+    bottom: float = Field(0.0, ge=0, le=1)
+    """Fraction of cells arrested without the drug (dose 0)."""
+    top: float = Field(0.9, ge=0, le=1)
+    """Fraction of cells arrested at saturating doses."""
+    doses: dict[str, float] = Field(default_factory=dict)
+    """Dose per well (in ``unit``); wells not listed get dose 0 (untreated controls)."""
+
+    @field_validator("doses")
+    @classmethod
+    def _doses(cls, value: dict[str, float]) -> dict[str, float]:
+        from pipeline.errors import SpheroidError
+        from pipeline.io.plate import parse_well
+
+        out = {}
+        for well, dose in value.items():
+            try:
+                row, col = parse_well(well)
+            except SpheroidError as exc:
+                raise ValueError(str(exc)) from None
+            if not dose >= 0:
+                raise ValueError(f"well {well}: dose must be >= 0 (got {dose})")
+            out[f"{row}{col}"] = float(dose)
+        return out
+
+    def dose(self, well: str) -> float:
+        """The dose given to ``well`` (0 when it is not listed)."""
+        from pipeline.io.plate import parse_well
+
+        row, col = parse_well(well)
+        return self.doses.get(f"{row}{col}", 0.0)
+
+    def arrested_fraction(self, dose: float) -> float:
+        """``p(dose)``: the Hill curve (the fraction of cells arrested in G1)."""
+        if dose <= 0:
+            return self.bottom
+        x = (dose / self.ec50) ** self.hill
+        return self.bottom + (self.top - self.bottom) * x / (1.0 + x)
 
 
 class SynthConfig(StrictModel):
@@ -110,6 +175,9 @@ class SynthConfig(StrictModel):
     """Quiescent core: cells deeper than about this below the spheroid surface (um, varying
     by ~20 % per cell) stop in late G1, bright Cdt1-red, as FUCCI spheroids show a cycling rim
     around an arrested core; ``null`` lets every cell cycle."""
+    drug: DrugResponse | None = None
+    """A drug that arrests cells in G1 with a known dose-response, and the dose of each well
+    (:class:`DrugResponse`); ``null`` (the default): no drug in any well."""
     division: bool = True
     """Nuclei at the end of S/G2/M divide into two early-G1 daughters with new track ids."""
     motion_um: float = Field(1.2, ge=0)
@@ -196,6 +264,15 @@ class SynthConfig(StrictModel):
     def _elongation_at_least_one(self) -> "SynthConfig":
         if self.elongation[0] < 1:
             raise ValueError("elongation: the long-to-short axis ratio must be >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _dosed_wells_exist(self) -> "SynthConfig":
+        if self.drug is not None:
+            wells = {"".join(parse_well_name(w)) for w in self.wells}
+            unknown = sorted(set(self.drug.doses) - wells)
+            if unknown:
+                raise ValueError(f"drug.doses: well(s) {', '.join(unknown)} are not in 'wells'")
         return self
 
     @property

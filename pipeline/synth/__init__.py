@@ -38,6 +38,16 @@ Cell cycle (:mod:`pipeline.synth.population`).
     side at its place, each half its volume. The last 8 % of S/G2/M is mitosis:
     the chromatin condenses into a smaller, round, Hoechst-bright nucleus. The
     spheroid grows with the number of cells (radius ~ N^(1/3), bottom fixed).
+Drug (optional, ``drug``: :class:`~pipeline.config.synth.DrugResponse`).
+    One drug that holds cells in G1, given to each well at its own dose. The
+    images show the wells after the drug has acted: at the first time point a
+    fraction ``p(dose)`` of the cells (a Hill curve with a known ``ec50``, ``hill``,
+    ``bottom`` and ``top``), drawn at random from the well's own drug stream, is
+    arrested in late G1 and never divides; the other cells cycle as without the
+    drug. The G1 fraction at the first time point and the growth of the nucleus
+    count are then both linear in ``p``, so their dose-response curves have the
+    generator's ``ec50``. Without ``drug`` (the default) nothing changes: the cells'
+    and the pixels' random streams are the same as before the option existed.
 Motion.
     A persistent random walk (``motion_um``, ``motion_persistence``), slow turns
     of the long axis (``rotation_deg``), then a few relaxation passes, so motion

@@ -182,6 +182,17 @@ def init_cells(config: SynthConfig, spheroid: Spheroid, n: int, rng: np.random.G
     )
 
 
+def drug_arrest(cells: Cells, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Arrest a random ``fraction`` of the cells in G1 for good (in place); returns the mask.
+
+    An arrested cell's ``arrest`` depth becomes ``-inf``, so :func:`quiescent` holds it
+    wherever it is; :func:`settle_core` then puts it in late G1.
+    """
+    hit = rng.random(len(cells)) < fraction
+    cells.arrest[hit] = -np.inf
+    return hit
+
+
 def quiescent(cells: Cells, spheroid: Spheroid) -> np.ndarray:
     """Cells deep enough in the spheroid core to stop cycling in G1."""
     return spheroid.depth(cells.pos) > cells.arrest

@@ -95,6 +95,12 @@ def well_streams(seed: int, well: str) -> tuple[np.random.Generator, np.random.G
     return np.random.default_rng(cells), np.random.default_rng(pixels)
 
 
+def drug_stream(seed: int, well: str) -> np.random.Generator:
+    """The random stream of a well's drug response: a third child of the well's seed
+    sequence, so that :func:`well_streams` (and every well without a drug) is unchanged."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(well.encode())]).spawn(3)[2])
+
+
 def generate(config: SynthConfig, *, well: str | None = None, seed: int | None = None, progress: bool = False) -> SynthResult:
     """Simulate one well: a FUCCI spheroid time-lapse with labels and a truth table.
 
@@ -130,6 +136,11 @@ def generate(config: SynthConfig, *, well: str | None = None, seed: int | None =
     LOG.info("well %s: %d nuclei, spheroid radius %.0f um, %d time points", well, n0, spheroid0.radii[1], config.n_timepoints)
 
     cells = pop.init_cells(config, spheroid0, n0, rng_cells)
+    if config.drug is not None:
+        dose = config.drug.dose(well)
+        fraction = config.drug.arrested_fraction(dose)
+        hit = pop.drug_arrest(cells, fraction, drug_stream(seed, well))
+        LOG.info("well %s: %s %g %s, %d of %d cells arrested in G1 (p = %.3f)", well, config.drug.name, dose, config.drug.unit, int(hit.sum()), n0, fraction)
     pop.settle_core(cells, spheroid0)
     cells.pos = packing.relax(cells.pos, pop.diameters(cells, config) / 2.0, spheroid0, box, config.contact, INITIAL_RELAX)
     next_track, population = n0 + 1, float(n0)
