@@ -1,9 +1,11 @@
-"""The demo: generate an example experiment and run the pipeline on it end to end.
+"""The demo: ``spheroid run`` on a generated example plate, with the whole read-out.
 
-Steps, all on one Dask cluster: synthetic FUCCI spheroids exported as microscope TIFFs ->
-``convert`` into an OME-Zarr plate -> ``preprocess`` -> ``segment`` (the shipped U-Net) ->
-the generator's ground truth is added to the store as ``labels/truth`` -> ``evaluate``.
-Each stage resumes, so running the demo again finishes an interrupted run.
+The example is a small synthetic plate (:class:`~pipeline.config.demo.DemoConfig`): control
+wells and one drug that arrests cells in G1 with a known EC50, at six doses in replicate
+wells, exported as microscope TIFFs with the ground truth. The demo writes the experiment
+file for it (``experiment.yaml``: the plate layout, channel roles, every stage's settings)
+and runs it like any experiment: convert -> preprocess -> segment -> evaluate (against the
+generator's truth) -> cellcycle -> track -> report. Running it again resumes.
 """
 
 from __future__ import annotations
@@ -14,53 +16,71 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import yaml
 
 from pipeline.config.demo import DemoConfig
-from pipeline.io.ngff import ImageMeta
-from pipeline.io.plate import Plate
-from pipeline.io.volumes import write_volume
+from pipeline.errors import StoreError
 
 LOG = logging.getLogger(__name__)
 
-TRUTH = "truth"
-
 
 def make_example(config: DemoConfig, folder: Path, *, progress: bool = True) -> Path:
-    """Write the synthetic export (``raw/``, ``truth/``) into ``folder`` unless it is there."""
-    from pipeline.config.base import save_config
+    """Write the synthetic export (``raw/``, ``truth/``, ``synth.yaml``) into ``folder`` unless it is there.
+
+    Raises
+    ------
+    StoreError
+        When ``folder`` holds an example made with other settings.
+    """
+    from pipeline.config.base import load_config
+    from pipeline.config.synth import SynthConfig
     from pipeline.synth import generate, write_export
 
     marker = folder / "synth.yaml"
     if marker.exists():
+        if load_config(SynthConfig, marker) != config.synth:
+            raise StoreError(f"{folder}: holds an example made with other synth settings; choose another --out or delete it")
         LOG.info("example data already in %s", folder)
         return folder / "raw"
     folder.mkdir(parents=True, exist_ok=True)
     for well in config.synth.wells:
-        write_export(generate(config.synth, well=well, progress=progress), folder, layout="files")
-    save_config(config.synth, marker)
+        write_export(generate(config.synth, well=well, progress=progress), folder, layout="files", write_config=False)
+    result_config = config.synth
+    marker.write_text("# model: pipeline.config.synth:SynthConfig\n" + yaml.safe_dump(result_config.model_dump(mode="json"), sort_keys=False))
     return folder / "raw"
 
 
-def add_truth(plate: Plate, truth_dir: Path) -> None:
-    """Copy the generator's instance labels into each field as ``labels/truth``."""
-    import tifffile
+def plate_layout(config: DemoConfig) -> dict[str, dict[str, Any]]:
+    """The example's layout as an experiment file gives it: controls and the drug's doses, replicates numbered."""
+    drug = config.synth.drug
+    layout: dict[str, dict[str, Any]] = {}
+    replicate: dict[float, int] = {}
+    for well in config.synth.wells:
+        dose = drug.dose(well) if drug is not None else 0.0
+        replicate[dose] = replicate.get(dose, 0) + 1
+        if dose > 0:
+            layout[well] = {"drug": drug.name, "dose": dose, "unit": drug.unit, "replicate": replicate[dose]}
+        else:
+            layout[well] = {"control": True, "condition": "control", "replicate": replicate[dose]}
+    return layout
 
-    for field in plate.fields():
-        if field.is_complete(TRUTH, label=True):
-            continue
-        labels = tifffile.imread(truth_dir / f"{field.well}_labels.tif")
-        meta = field.meta()
-        field.create_labels(
-            TRUTH,
-            (labels.shape[0], 1, *labels.shape[1:]),
-            ImageMeta(channels=(TRUTH,), voxel_size=meta.voxel_size, time_step=meta.time_step),
-            chunk_yx=tuple(field.image().chunks[3:]),
-            attrs={"source": str(truth_dir / f"{field.well}_labels.tif")},
-        )
-        for t in range(labels.shape[0]):
-            write_volume(plate.location, f"{field.label_path(TRUTH)}/0", t, 0, labels[t].astype(np.uint32))
-        field.mark_complete(TRUTH, label=True)
+
+def experiment_document(config: DemoConfig) -> dict[str, Any]:
+    """The experiment file of the demo (paths relative to the demo folder)."""
+    sections = {name: getattr(config, name).model_dump(mode="json", exclude={"cluster"}) for name in ("convert", "preprocess", "segment", "evaluate", "cellcycle", "track")}
+    sections["segment"].pop("channel", None)
+    sections["cellcycle"].pop("channels", None)
+    return {
+        "name": "spheroid demo plate",
+        "store": "plate.zarr",
+        "raw": {"inputs": ["example/raw"], "pattern": "{well}_T{t}_{channel}.tif"},
+        "plate": plate_layout(config),
+        "channels": {"nuclear": "Hoechst", "red": "Cy3", "green": "GFP", "dead": None},
+        "ground_truth": {"folder": "example/truth", "pattern": "{well}_labels.tif", "labels": "truth", "wells": config.evaluate_wells},
+        **sections,
+        "report": config.report.model_dump(mode="json"),
+        "cluster": config.cluster.model_dump(mode="json"),
+    }
 
 
 def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -69,60 +89,58 @@ def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[st
     Parameters
     ----------
     out : Path
-        Working folder: ``example/`` (TIFF export + truth), ``plate.zarr``, ``evaluation/``.
+        Working folder: ``example/`` (TIFF export + truth), ``experiment.yaml``,
+        ``plate.zarr`` (with ``report/index.html`` and ``evaluation/``), ``demo.json``.
     config : DemoConfig
-        Settings of every stage.
+        The example plate and every stage's settings.
     progress : bool
         Show progress bars.
     """
-    from pipeline.cluster import open_client
-    from pipeline.convert.run import convert
-    from pipeline.evaluate.raw import attach_raw
-    from pipeline.evaluate.run import evaluate_to, overlay_index
-    from pipeline.evaluate.sources import pair_sources
-    from pipeline.preprocess.runner import run_preprocess
-    from pipeline.provenance import provenance
-    from pipeline.segment.runner import run_segment
+    from pipeline.config.experiment import load_experiment
+    from pipeline.experiment.run import run_experiment
 
     out = Path(out)
-    timings: dict[str, float] = {}
     start = time.perf_counter()
-    raw = make_example(config, out / "example", progress=progress)
-    timings["synth"] = time.perf_counter() - start
-    store = str(out / "plate.zarr")
-    with open_client(config.cluster) as client:
-        for name, step in (
-            ("convert", lambda: convert([raw], store, config.convert, progress=progress, client=client)),
-            ("preprocess", lambda: run_preprocess(Plate.open(store, mode="r+"), config.preprocess, progress=progress, client=client)),
-            ("segment", lambda: run_segment(Plate.open(store, mode="r+"), config.segment, progress=progress, client=client)),
-        ):
-            LOG.info("demo: %s", name)
-            t0 = time.perf_counter()
-            step()
-            timings[name] = time.perf_counter() - t0
-        plate = Plate.open(store, mode="r+")
-        add_truth(plate, out / "example" / "truth")
-        t0 = time.perf_counter()
-        evaluate = config.evaluate.model_copy(update={"truth_labels": TRUTH, "pred_labels": config.segment.output})
-        items = pair_sources(store, store, truth_labels=TRUTH, pred_labels=config.segment.output)
-        shown = overlay_index(items, evaluate)
-        if shown is not None:  # the overlay's outlines on the raw image of the segmented channel
-            items = attach_raw(items, [shown], None, channel=evaluate.plots.image_channel)
-        evaluation = evaluate_to(items, evaluate, out / "evaluation", client=client, progress=progress, provenance=provenance("evaluate", evaluate))
-        timings["evaluate"] = time.perf_counter() - t0
-    rep = evaluation.pooled[evaluate.report_threshold]
-    summary = {
-        "store": store,
-        "fields": [str(f) for f in plate.fields()],
-        "volumes": len(items),
-        "true_nuclei": rep.n_true,
-        "predicted_nuclei": rep.n_pred,
-        "report_threshold": evaluate.report_threshold,
-        "precision": rep.precision,
-        "recall": rep.recall,
-        "f1": rep.f1,
-        "evaluation_score": evaluation.summary["evaluation_score"],
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-    }
+    make_example(config, out / "example", progress=progress)
+    synth_seconds = time.perf_counter() - start
+    experiment = out / "experiment.yaml"
+    experiment.write_text("# model: pipeline.config.experiment:ExperimentConfig\n# written by `spheroid demo`; run it again with `spheroid run experiment.yaml`\n"
+                          + yaml.safe_dump(experiment_document(config), sort_keys=False))
+    result = run_experiment(load_experiment(experiment), source=str(experiment), progress=progress)
+    summary = demo_summary(result, config, out)
+    summary["seconds"] = {"synth": round(synth_seconds, 2), **{k: round(v, 2) for k, v in result.seconds.items()}, "total": round(time.perf_counter() - start, 2)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def demo_summary(result, config: DemoConfig, out: Path) -> dict[str, Any]:
+    """The figures the demo prints: wells, evaluation, each fit's EC50 against the generator's."""
+    import pandas as pd
+
+    from pipeline.experiment.plan import open_store, run_record
+
+    plate = open_store(result.plan.config)
+    record = run_record(plate).get("stages", {})
+    fits_path = Path(result.report).parent / "doseresponse.parquet" if result.report else None
+    fits = pd.read_parquet(fits_path) if fits_path is not None and fits_path.exists() else pd.DataFrame()
+    drug = config.synth.drug
+    rows = []
+    for row in fits.to_dict("records"):
+        entry = {k: row[k] for k in ("drug", "readout", "unit", "status", "ec50", "ec50_low", "ec50_high", "hill")}
+        if drug is not None and row["status"] == "ok":
+            entry["true_ec50"] = drug.ec50
+            entry["fold_error"] = float(max(row["ec50"] / drug.ec50, drug.ec50 / row["ec50"]))
+            entry["true_in_interval"] = bool(row["ec50_low"] <= drug.ec50 <= row["ec50_high"])
+        rows.append(entry)
+    return {
+        "store": result.store,
+        "report": result.report,
+        "experiment": str(out / "experiment.yaml"),
+        "wells": len(result.plan.wells),
+        "fields": len(result.plan.fields),
+        "timepoints": result.plan.fields[0].shape[0],
+        "evaluation": record.get("evaluate", {}).get("summary"),
+        "fits": rows,
+        "ran": result.ran,
+        "skipped": result.skipped,
+    }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -24,7 +26,27 @@ KEY_LIBRARIES = (
     "tifffile",
     "ome-zarr",
     "connected-components-3d",
+    "pandas",
+    "laptrack",
+    "matplotlib",
 )
+
+
+_CONTEXT: ContextVar[dict[str, Any]] = ContextVar("spheroid_provenance_context", default={})
+
+
+@contextmanager
+def provenance_context(**facts: Any):
+    """Add ``facts`` to every :func:`provenance` record made inside the block.
+
+    ``spheroid run`` uses it so that every output of the run records the experiment file
+    and the segmentation model, whichever stage wrote it.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **facts})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 def library_versions(names: tuple[str, ...] = KEY_LIBRARIES) -> dict[str, str]:
@@ -65,6 +87,7 @@ def provenance(stage: str, config: BaseModel | dict[str, Any] | None = None, **e
         "libraries": library_versions(),
         "config": config,
     }
+    record.update(_CONTEXT.get())
     record.update(extra)
     return record
 

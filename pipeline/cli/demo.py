@@ -1,4 +1,4 @@
-"""``spheroid demo``: the pipeline end to end on a generated example."""
+"""``spheroid demo``: ``spheroid run`` on a generated example plate."""
 
 from __future__ import annotations
 
@@ -15,21 +15,28 @@ from pipeline.config.demo import DemoConfig
 @config_option(DemoConfig)
 @workers_option
 def demo(out: Path, config: DemoConfig, workers: int | None) -> None:
-    """Generate a small FUCCI spheroid experiment and run convert -> preprocess -> segment -> evaluate.
+    """Generate a small FUCCI spheroid plate (controls and one G1-arresting drug at six doses)
+    and run the whole experiment on it: convert -> preprocess -> segment -> evaluate ->
+    cellcycle -> track -> report.
 
-    Uses the embedded defaults (a local Dask cluster, a local Zarr store). Running it again
-    resumes and skips finished work.
+    Writes OUT/experiment.yaml (run it again with `spheroid run`) and the report at
+    OUT/plate.zarr/report/index.html. Uses a local Dask cluster; running it again resumes.
     """
     from pipeline.demo import run_demo
 
     if workers is not None:
         config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"n_workers": workers})})
     s = run_demo(out, config, progress=not progress_disabled())
-    click.echo(
-        f"demo done: {s['volumes']} volume(s) in {len(s['fields'])} field(s) -> {s['store']}\n"
-        f"  nuclei: {s['true_nuclei']} true, {s['predicted_nuclei']} found; at IoU >= {s['report_threshold']}: "
-        f"precision {s['precision']:.3f}, recall {s['recall']:.3f}, F1 {s['f1']:.3f}; "
-        f"Evaluation Score {s['evaluation_score']:.3f}\n"
-        f"  figures and tables: {out / 'evaluation'}; summary: {out / 'demo.json'}\n"
-        f"  look at it: napari {s['store']}/B/10/0 (with the napari-ome-zarr plugin)"
-    )
+    lines = [f"demo done in {s['seconds']['total']:.0f} s: {s['wells']} wells x {s['timepoints']} time points -> {s['store']}"]
+    ev = s.get("evaluation")
+    if ev:
+        lines.append(f"  segmentation vs truth ({ev['volumes']} volumes): F1 {ev['f1']:.3f} at IoU >= {ev['threshold']}, Evaluation Score {ev['evaluation_score']:.3f}")
+    for fit in s["fits"]:
+        if fit["status"] == "ok":
+            truth = f" (true {fit['true_ec50']:g}: {fit['fold_error']:.2f}-fold, {'inside' if fit['true_in_interval'] else 'outside'} the interval)" if "true_ec50" in fit else ""
+            lines.append(f"  {fit['drug']} / {fit['readout']}: EC50 {fit['ec50']:.3g} {fit['unit']} [{fit['ec50_low']:.3g}, {fit['ec50_high']:.3g}]{truth}")
+        else:
+            lines.append(f"  {fit['drug']} / {fit['readout']}: no EC50 ({fit['status']})")
+    lines.append(f"  report: {s['report']}")
+    lines.append(f"  experiment file: {s['experiment']} (spheroid run {s['experiment']})")
+    click.echo("\n".join(lines))

@@ -43,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "test-model": "pipeline.cli.train:test_model",
     "cellcycle": "pipeline.cli.cellcycle:cellcycle",
     "track": "pipeline.cli.cellcycle:track",
+    "run": "pipeline.cli.run:run",
+    "report": "pipeline.cli.run:report",
 }
 
 
@@ -155,9 +157,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, cluster_file: str | None)
     """spheroid: FUCCI spheroid time-lapses to per-nucleus cell-cycle read-outs.
 
     Stages, in pipeline order: convert -> preprocess -> segment -> evaluate ->
-    cellcycle -> track; train
+    cellcycle -> track -> report; train
     and the ground-truth commands make models. Each takes a YAML config (-c);
-    `configs/` has one per stage. `spheroid demo` runs the pipeline on an example.
+    `configs/` has one per stage. `spheroid run EXPERIMENT.yaml` runs them all;
+    `spheroid demo` runs it on a bundled example plate.
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet

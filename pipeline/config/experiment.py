@@ -129,6 +129,8 @@ class GroundTruthConfig(StrictModel):
     well's name. Wells without a file are not scored; field 0 of each well is."""
     labels: str = "truth"
     """Name of the label image the truth is copied into (``labels/<name>`` in the store)."""
+    wells: list[str] | None = None
+    """Score only these wells; every well with a file when unset."""
 
 
 class ExperimentConfig(StrictModel):
