@@ -342,3 +342,25 @@ def test_population_stays_bounded_when_the_region_is_full():
     assert counts.iloc[-1] <= packing.capacity(cfg, full)  # ... then contact inhibition stops it
     assert counts.iloc[-4:].max() < 1.1 * counts.iloc[-4:].min()
     assert (res.table[res.table["t"] == 13]["phase"] == "G1").mean() > 0.9
+
+
+def test_drug_arrests_a_hill_fraction_in_g1_and_leaves_other_wells_unchanged():
+    from pipeline.config.synth import DrugResponse
+
+    drug = DrugResponse(ec50=1.0, hill=1.5, top=0.9, doses={"C2": 1.0, "C3": 100.0})
+    assert drug.arrested_fraction(0.0) == 0.0 and drug.arrested_fraction(1.0) == pytest.approx(0.45)
+    assert drug.arrested_fraction(1e6) == pytest.approx(0.9) and drug.dose("c02") == 1.0 and drug.dose("B2") == 0.0
+    base = SynthConfig(shape=(8, 64, 64), n_timepoints=3, phases=FAST_CYCLE, arrest_depth_um=None, seed=4, wells=["B2", "C2", "C3"])
+    dosed = base.model_copy(update={"drug": drug})
+    plain, untreated = generate(base, well="B2"), generate(dosed, well="B2")
+    np.testing.assert_array_equal(plain.images, untreated.images)  # dose 0: the same well as without a drug
+    assert plain.table.equals(untreated.table)
+    high = generate(dosed, well="C3").table
+    first = high[high["t"] == 0]
+    assert (first["phase"] == "G1").mean() > 0.8  # ~90 % arrested in late G1 at the first frame
+    held = set(first.loc[first["phase"] == "G1", "track_id"])
+    last = high[high["t"] == 2]
+    assert (last.loc[last["track_id"].isin(held), "phase"] == "G1").mean() > 0.85  # and they stay there
+    assert (generate(dosed, well="C3").table.equals(high))  # deterministic
+    with pytest.raises(ValueError, match="not in 'wells'"):
+        base.model_copy(update={"drug": None}).model_validate({**base.model_dump(), "drug": {"ec50": 1.0, "doses": {"Z9": 1.0}}})

@@ -176,20 +176,7 @@ class ExperimentConfig(StrictModel):
     @field_validator("plate")
     @classmethod
     def _check_layout(cls, value: dict[str, WellLayout]) -> dict[str, WellLayout]:
-        from pipeline.errors import SpheroidError
-
-        out: dict[str, WellLayout] = {}
-        keys: dict[str, str] = {}
-        for key, layout in value.items():
-            try:
-                name = well_name(key)
-            except SpheroidError as exc:
-                raise _layout_error(f"{key}: {exc}") from None
-            if name in out:
-                raise _layout_error(f"wells {keys[name]!r} and {key!r} are the same well ({name})")
-            out[name], keys[name] = layout, key
-        check_plate(out)
-        return out
+        return validate_plate(value)
 
     @model_validator(mode="after")
     def _roles_and_metadata(self) -> "ExperimentConfig":
@@ -255,6 +242,36 @@ def layout_rows(plate: dict[str, WellLayout], wells: list[str]) -> dict[str, dic
             "replicate": layout.replicate,
         }
     return out
+
+
+def validate_plate(value: dict[str, WellLayout]) -> dict[str, WellLayout]:
+    """Well names made canonical (``b02`` -> ``B2``) and the cross-well checks of :func:`check_plate`."""
+    from pipeline.errors import SpheroidError
+
+    out: dict[str, WellLayout] = {}
+    keys: dict[str, str] = {}
+    for key, layout in value.items():
+        try:
+            name = well_name(key)
+        except SpheroidError as exc:
+            raise _layout_error(f"{key}: {exc}") from None
+        if name in out:
+            raise _layout_error(f"wells {keys[name]!r} and {key!r} are the same well ({name})")
+        out[name], keys[name] = layout, key
+    check_plate(out)
+    return out
+
+
+class PlateLayout(StrictModel):
+    """A plate layout on its own (``spheroid report --experiment``, :func:`pipeline.api.report`)."""
+
+    plate: dict[str, WellLayout] = Field(default_factory=dict)
+    """Well -> condition, drug, dose and unit, control, replicate."""
+
+    @field_validator("plate")
+    @classmethod
+    def _check_layout(cls, value: dict[str, WellLayout]) -> dict[str, WellLayout]:
+        return validate_plate(value)
 
 
 def check_plate(plate: dict[str, WellLayout]) -> None:

@@ -17,10 +17,12 @@ why and the EC50 columns are empty:
 * ``too few doses``: fewer distinct positive doses than ``min_doses``, or fewer than 5
   wells (4 parameters);
 * ``not converged``: the optimiser failed, or gave no finite covariance;
-* ``no response``: the interval of ``top - bottom`` includes 0 (no effect to place an
-  EC50 on);
 * ``EC50 outside tested range``: the estimate lies below the lowest or above the highest
   positive dose;
+* ``no response``: the interval of ``top - bottom`` includes 0 (no effect to place an
+  EC50 on);
+* ``interval too wide``: the EC50's interval reaches more than a decade beyond the tested
+  doses (a step between two doses, or too much scatter, leaves it undetermined);
 * ``ok``.
 """
 
@@ -37,7 +39,7 @@ from pipeline.config.report import DoseResponseConfig
 
 LOG = logging.getLogger(__name__)
 
-STATUSES = ("ok", "too few doses", "not converged", "no response", "EC50 outside tested range")
+STATUSES = ("ok", "too few doses", "not converged", "EC50 outside tested range", "no response", "interval too wide")
 
 
 def log_logistic(dose: np.ndarray, bottom: float, top: float, log_ec50: float, hill: float) -> np.ndarray:
@@ -138,11 +140,14 @@ def fit_dose_response(dose, response, config: DoseResponseConfig, *, drug: str =
     q = float(stats.t.ppf(0.5 + config.confidence / 2.0, dof))
     se_log = float(np.sqrt(cov[2, 2]))
     amplitude_se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
-    if abs(top - bottom) <= q * amplitude_se:
-        return Fit(**base, **fitted, status="no response", message=f"top - bottom = {top - bottom:.3g} +- {q * amplitude_se:.3g}")
     if not lo <= log_ec50 <= hi:
         return Fit(**base, **fitted, status="EC50 outside tested range",
                    message=f"estimate {10**log_ec50:.3g} outside {positive.min():.3g}-{positive.max():.3g}")
+    if abs(top - bottom) <= q * amplitude_se:
+        return Fit(**base, **fitted, status="no response", message=f"top - bottom = {top - bottom:.3g} +- {q * amplitude_se:.3g}")
+    if log_ec50 - q * se_log < lo - 1.0 or log_ec50 + q * se_log > hi + 1.0:
+        return Fit(**base, **fitted, status="interval too wide",
+                   message=f"interval {10 ** (log_ec50 - q * se_log):.3g}-{10 ** (log_ec50 + q * se_log):.3g} reaches a decade past the tested doses")
     return Fit(
         **base, **fitted, status="ok",
         ec50=float(10**log_ec50), ec50_low=float(10 ** (log_ec50 - q * se_log)), ec50_high=float(10 ** (log_ec50 + q * se_log)),
