@@ -35,9 +35,10 @@ CATEGORIES = (*PHASES, "dead")
 """Rows of the long tables: the four phases (fractions of live nuclei) and ``dead`` (of all)."""
 LAYOUT_COLUMNS = ("condition", "drug", "dose", "unit", "control", "replicate")
 AXES = {"z": 0, "y": 1, "x": 2}
-CUT_NORMAL = 0.8
-"""A hull face lies on a cut face of the stack only if its outward normal is within ~37 degrees of
-that face's normal (and all its corners are near it)."""
+CUT_NORMAL = 0.2
+"""A hull face lies on a cut face of the stack when all its corners are near that face and its
+outward normal points out through it (a component above this along the face's normal): the
+flat cap where the stack cuts the spheroid, and the thin faces joining it to the true surface."""
 
 
 @dataclass
