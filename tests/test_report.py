@@ -92,6 +92,7 @@ def report(tmp_path_factory):
     return plate, result
 
 
+@pytest.mark.slow
 def test_tables_rows_and_fractions(report):
     plate, result = report
     folder = Path(result.folder)
@@ -121,6 +122,7 @@ def test_tables_rows_and_fractions(report):
     assert pd.read_parquet(folder / "wells.parquet").attrs["spheroid"]["stage"] == "report"
 
 
+@pytest.mark.slow
 def test_page_is_self_contained(report):
     _, result = report
     html = Path(result.folder, "index.html").read_text()
