@@ -15,18 +15,23 @@ SPHEROID = [sys.executable, "-c", "from pipeline.cli.main import main; main()"]
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
-    """The demo on a smaller example (the README runs the same command with its defaults)."""
+    """The demo on a smaller plate (the README runs the same command with its defaults)."""
     (tmp_path / "small.yaml").write_text(
         "# model: pipeline.config.demo:DemoConfig\n"
-        "synth: {shape: [8, 96, 96], n_timepoints: 2, wells: [B10, B11], seed: 0}\n"
+        "synth: {shape: [10, 64, 64], n_timepoints: 2, wells: [B2, C2, C3], seed: 0, arrest_depth_um: null,\n"
+        "        drug: {name: arrestin, ec50: 1.0, doses: {C2: 0.5, C3: 5.0}}}\n"
+        "evaluate_wells: [B2]\n"
         "cluster: {n_workers: 2}\n"
     )
     command = [*SPHEROID, "-q", "demo", "--out", "d", "-c", "small.yaml"]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.startswith("demo done: ") and "in 2 field(s)" in first.stdout, first.stdout
+    assert first.stdout.startswith("demo done in ") and "3 wells x 2 time points" in first.stdout, first.stdout
+    assert "arrestin / g1_fraction: no EC50 (too few doses)" in first.stdout  # two doses: flagged, not fitted
     summary = json.loads((tmp_path / "d" / "demo.json").read_text())
-    assert summary["true_nuclei"] > 0 and summary["predicted_nuclei"] > 0 and 0 < summary["f1"] <= 1
+    assert summary["evaluation"]["true_nuclei"] > 0 and 0 < summary["evaluation"]["f1"] <= 1
+    assert summary["ran"] == ["convert", "preprocess", "segment", "evaluate", "cellcycle", "track", "report"]
+    assert (tmp_path / "d" / "plate.zarr" / "report" / "index.html").is_file() and (tmp_path / "d" / "experiment.yaml").is_file()
     plate = Plate.open(str(tmp_path / "d" / "plate.zarr"))
     for field in plate.fields():
         assert field.is_complete() and field.is_complete("preprocessed") and field.is_complete("nuclei", label=True)
@@ -34,11 +39,12 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # resumed: no volume rewritten
+    assert json.loads((tmp_path / "d" / "demo.json").read_text())["ran"] == []  # every stage done: skipped
     info = subprocess.run([*SPHEROID, "info", "d/plate.zarr", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
-    assert [f["field"] for f in described["fields"]] == ["B10/0", "B11/0"]
-    assert {"convert", "preprocess", "segment"} <= set(described["stages"])
+    assert [f["field"] for f in described["fields"]] == ["B2/0", "C2/0", "C3/0"]
+    assert {"convert", "preprocess", "segment", "cellcycle", "track"} <= set(described["stages"])
 
 
 def test_info_shows_each_image_and_its_progress(tmp_path):

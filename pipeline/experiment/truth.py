@@ -78,15 +78,18 @@ def evaluate_store(plate: Plate, files: dict[str, str], config, out: Path, *, tr
     dict
         The pooled scores at ``config.report_threshold`` and the evaluation summary.
     """
-    from pipeline.evaluate.run import run_evaluation, write_outputs
+    from pipeline.evaluate.raw import attach_raw
+    from pipeline.evaluate.run import evaluate_to, overlay_index
     from pipeline.evaluate.sources import pair_sources
     from pipeline.provenance import provenance
 
     add_truth(plate, files, truth_labels, overwrite=overwrite)
     config = config.model_copy(update={"truth_labels": truth_labels, "pred_labels": pred_labels})
     items = pair_sources(plate.location.url, plate.location.url, truth_labels=truth_labels, pred_labels=pred_labels, storage_options=plate.location.storage_options or None)
-    evaluation = run_evaluation(items, config, client=client, progress=progress)
-    write_outputs(evaluation, items, out, config, provenance=provenance("evaluate", config))
+    shown = overlay_index(items, config)
+    if shown is not None:  # the overlay's outlines on the raw image of the segmented channel
+        items = attach_raw(items, [shown], None, channel=config.plots.image_channel)
+    evaluation = evaluate_to(items, config, out, client=client, progress=progress, provenance=provenance("evaluate", config))
     rep = evaluation.pooled[config.report_threshold]
     return {
         "volumes": len(items),
