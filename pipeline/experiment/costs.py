@@ -14,16 +14,17 @@ from typing import Any
 from pipeline.config.cluster import ClusterConfig
 
 DEFAULTS: dict[str, tuple[float, float]] = {
-    "convert": (0.15, 1.2),
-    "preprocess": (1.5, 1.4),
-    "segment": (9.0, 0.1),
-    "evaluate": (2.0, 0.0),
-    "cellcycle": (2.0, 0.02),
-    "track": (1.0, 0.01),
-    "report": (0.6, 0.01),
+    "convert": (0.10, 1.2),
+    "preprocess": (1.7, 0.66),
+    "segment": (9.3, 0.19),
+    "evaluate": (1.4, 0.0),
+    "cellcycle": (1.1, 0.3),
+    "track": (0.42, 0.05),
+    "report": (0.19, 0.0),
 }
 """Stage -> (worker-seconds per megavoxel volume, stored bytes per voxel), measured by the demo
-(21 x 128 x 128 voxels, 3 channels, 6 time points, 15 wells) on 2 cores; see docs/REPORT.md."""
+(15 wells x 6 time points of 3 x 21 x 128 x 128 voxels) on a shared 2-core machine under a load
+of ~8 (so the times are on the high side); see docs/REPORT.md."""
 
 
 def workers(cluster: ClusterConfig) -> int:

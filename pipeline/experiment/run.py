@@ -198,15 +198,39 @@ def _record(plan: ExperimentPlan, stage: str, seconds: float, summary: dict[str,
         "megavoxels": mvox,
         "worker_seconds": round(seconds * parallel, 3),
     }
-    nbytes = summary.get("nbytes")
-    if nbytes and volumes:
-        entry["bytes_per_voxel"] = float(nbytes) / (volumes * mvox * 1e6)
+    stored = _stored_bytes(plan, stage)
+    if stored:
+        entry["bytes_per_voxel"] = stored / (plan.states[stage].volumes * mvox * 1e6)
     if stage == "evaluate":
         entry["summary"] = {k: v for k, v in summary.items() if k != "volumes_done"}
     stages[stage] = entry
     run.update({"experiment": experiment_facts(config, plan.source), "stages": stages})
     attrs[RUN_KEY] = run
     plate.group.attrs["spheroid"] = attrs
+
+
+def _stored_bytes(plan: ExperimentPlan, stage: str) -> float:
+    """Bytes the stage's outputs take in the store (all fields), for the storage estimate."""
+    from pipeline.io.location import Location
+    from pipeline.io.plate import parse_well
+
+    config = plan.config
+    fs, root = Location(config.store, config.storage_options).filesystem()
+    paths = []
+    for f in plan.fields:
+        row, col = parse_well(f.well)
+        base = f"{root}/{row}/{col}/{f.index}"
+        paths += {
+            "convert": [f"{base}/0"],
+            "preprocess": [f"{base}/{config.preprocess.output}"],
+            "segment": [f"{base}/labels/{config.segment.output}"],
+            "cellcycle": [f"{base}/tables/{config.cellcycle.table}.parquet", f"{base}/tables/{config.cellcycle.table}.parts"],
+            "track": [f"{base}/tables/{config.track.tracks_table}.parquet"],
+        }.get(stage, [])
+    try:
+        return float(sum(fs.du(p) for p in paths if fs.exists(p)))
+    except OSError:
+        return 0.0
 
 
 # -- the stages ---------------------------------------------------------------------------
