@@ -63,11 +63,11 @@ def condition_table(wells: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``condition, drug, dose, unit, control, t, time_h, n_wells``, ``<x>_mean`` and
     ``<x>_sd`` for ``nuclei``, ``growth``, ``fraction_G1``, ``fraction_dead``,
-    ``spheroid_radius_um``; ``delta_g1_mean/sd`` (G1 fraction minus the controls' mean at that
+    ``spheroid_radius_um``, ``spheroid_volume_um3``; ``delta_g1_mean/sd`` (G1 fraction minus the controls' mean at that
     time) and ``growth_vs_control_mean/sd`` (growth over the controls' mean growth). The
     comparisons are NaN without control wells.
     """
-    values = ["nuclei", "growth", "fraction_G1", "fraction_dead", "spheroid_radius_um"]
+    values = ["nuclei", "growth", "fraction_G1", "fraction_dead", "spheroid_radius_um", "spheroid_volume_um3"]
     tab = wells.copy()
     control = tab[tab["control"]].groupby("t")[["fraction_G1", "growth"]].mean()
     tab["delta_g1"] = tab["fraction_G1"] - tab["t"].map(control["fraction_G1"]) if len(control) else np.nan

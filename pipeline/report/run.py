@@ -249,7 +249,8 @@ def _figures(config, wells, conditions, depth, tracks, readouts, fits, times) ->
     dpi = config.dpi
     out = {
         "growth": figs.png(figs.timecourse(conditions, [("nuclei", "nuclei"), ("growth", "growth (nuclei / first time point)")], "Growth"), dpi),
-        "spheroid": figs.png(figs.timecourse(conditions, [("spheroid_radius_um", "spheroid radius (um)"), ("fraction_dead", "dead fraction")], "Spheroid size and dead cells"), dpi),
+        "spheroid": figs.png(figs.timecourse(conditions, [("spheroid_radius_um", "spheroid radius (um)"), ("spheroid_volume_um3", "spheroid volume in the stack (um^3)"),
+                                                          ("fraction_dead", "dead fraction")], "Spheroid size and dead cells"), dpi),
         "phases": figs.png(figs.phase_panels(wells), dpi),
         "depth": figs.png(figs.depth_panels(depth, times["depth"]), dpi),
         "durations": figs.png(figs.duration_boxes(tracks), dpi),
