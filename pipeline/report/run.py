@@ -116,7 +116,8 @@ def thumbnails(plate: Plate, config: ReportConfig, nuclei: pd.DataFrame, nuclear
         tt = min(t, image.shape[0] - 1)
         z = image.shape[2] // 2
         plane = np.asarray(image[tt, c, z])
-        labels = np.asarray(fld.labels(config.labels)[tt, 0, z])
+        stored = fld.labels(config.labels)
+        labels = np.asarray(stored[tt, z] if stored.ndim == 4 else stored[tt, 0, z])  # t, z, y, x (older stores: t, c, z, y, x)
         rows = nuclei[(nuclei["field"] == str(fld)) & (nuclei["t"] == tt)]
         out[fld.well] = page.data_uri(thumbnail_png(plane, labels, rows, config.thumbnail_px))
     return out
