@@ -193,6 +193,10 @@ def test_store_cellcycle_and_track(tmp_path, timelapse, dask_client):
     assert result.exit_code == 0, result.output
     table = read_table(field, "nuclei")
     assert (table["track_id"] > 0).all() and (table["parent_track_id"] > 0).any()
+    assert {"p_red", "p_green", "phase_track", "confidence_track"} <= set(table.columns)
+    merged = table.merge(truth, on=["t", "label"])
+    want = merged["truth"].replace({"early G1": "early-G1"})
+    assert (merged["phase_track"] == want).mean() > 0.85
     tracks = read_table(field, "tracks")
     assert {"track_id", "phase_sequence", "hours_G1", "divides"} <= set(tracks.columns)
     assert set(tracks["track_id"]) == set(table["track_id"])

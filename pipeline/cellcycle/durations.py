@@ -27,7 +27,7 @@ def _runs(phases: list[str]) -> str:
     return " > ".join(f"{p} x{n}" for p, n in out)
 
 
-def track_summary(table: pd.DataFrame, *, time_step_s: float = 1800.0, n_timepoints: int | None = None) -> pd.DataFrame:
+def track_summary(table: pd.DataFrame, *, time_step_s: float = 1800.0, n_timepoints: int | None = None, phase: str = "phase") -> pd.DataFrame:
     """One row per track.
 
     Parameters
@@ -38,6 +38,9 @@ def track_summary(table: pd.DataFrame, *, time_step_s: float = 1800.0, n_timepoi
         Seconds between time points.
     n_timepoints : int, optional
         Number of time points of the series (a track seen at its last one may go on).
+    phase : str
+        Column of the phase calls: ``phase`` (single frame) or ``phase_track`` (decoded
+        along the track, :mod:`pipeline.cellcycle.smooth`).
 
     Returns
     -------
@@ -57,8 +60,8 @@ def track_summary(table: pd.DataFrame, *, time_step_s: float = 1800.0, n_timepoi
     out = grouped.agg(parent_track_id=("parent_track_id", "first"), t_start=("t", "min"), t_end=("t", "max"), frames=("t", "size"))
     out["divides"] = out.index.isin(parents)
     out["complete"] = (out["parent_track_id"] > 0) & out["divides"] & (out["t_start"] > first_t) & (out["t_end"] < last_t)
-    out["phase_sequence"] = grouped["phase"].agg(lambda s: _runs(s.astype(str).tolist()))
-    counts = pd.crosstab(tab["track_id"], tab["phase"]).reindex(columns=list(PHASES), fill_value=0)
+    out["phase_sequence"] = grouped[phase].agg(lambda s: _runs(s.astype(str).tolist()))
+    counts = pd.crosstab(tab["track_id"], tab[phase]).reindex(columns=list(PHASES), fill_value=0)
     for p, col in zip(PHASES, DURATION_COLUMNS):
         out[col] = counts[p].reindex(out.index, fill_value=0).to_numpy() * hours
     out["hours_total"] = (out["t_end"] - out["t_start"] + 1) * hours

@@ -170,12 +170,15 @@ def fit_phase_model(table: pd.DataFrame, config: CellcycleConfig) -> PhaseModel:
 
 def apply_phase_model(table: pd.DataFrame, model: PhaseModel) -> pd.DataFrame:
     """``table`` with ``phase``, ``confidence`` and ``dead`` (and the corrected log intensities
-    ``red_log`` / ``green_log`` the calls used) added."""
+    ``red_log`` / ``green_log`` the calls used, and ``p_red`` / ``p_green``, the posterior of
+    each reporter's high state, which :mod:`pipeline.cellcycle.smooth` decodes along tracks) added."""
     out = table.copy()
     red = model.log_values(out, "red")
     green = model.log_values(out, "green")
     phase, confidence = ph.classify(red, green, model.thresholds["red"], model.thresholds["green"])
     out["red_log"] = red
+    out["p_red"] = model.thresholds["red"].posterior_high(red)
+    out["p_green"] = model.thresholds["green"].posterior_high(green)
     out["green_log"] = green
     out["phase"] = phase
     out["confidence"] = confidence

@@ -37,7 +37,7 @@ from pipeline import workers
 from pipeline.cellcycle.durations import track_summary
 from pipeline.cellcycle.model import apply_phase_model, fit_phase_model
 from pipeline.cellcycle.nuclei import measure_nuclei
-from pipeline.cellcycle.track import track_frames
+from pipeline.cellcycle.track import smooth_if_possible, track_frames
 from pipeline.config.cellcycle import CellcycleConfig, TrackConfig
 from pipeline.errors import ConfigError, StoreError
 from pipeline.io.location import Location
@@ -296,8 +296,10 @@ def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None
 
         ids = pd.concat(list(track_frames(frames(), config)), ignore_index=True)
         out = table.merge(ids, on=["t", "label"], how="left", validate="one_to_one")
+        out = smooth_if_possible(out.drop(columns=[c for c in ("phase_track", "confidence_track") if c in out]), config)
         meta = fld.meta() if fld.has_image() else None
-        tracks = track_summary(out, time_step_s=(meta.time_step if meta and meta.time_step else 1800.0), n_timepoints=n_t)
+        phase = "phase_track" if "phase_track" in out else "phase"
+        tracks = track_summary(out, time_step_s=(meta.time_step if meta and meta.time_step else 1800.0), n_timepoints=n_t, phase=phase)
         record = provenance(TRACK_STAGE, config, field=str(fld))
         out.attrs["spheroid"] = {**dict(table.attrs.get("spheroid", {})), "track": record}
         tracks.attrs["spheroid"] = record

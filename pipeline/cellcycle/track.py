@@ -230,10 +230,24 @@ def track_table(table: pd.DataFrame, config: TrackConfig | None = None) -> pd.Da
     Returns
     -------
     pandas.DataFrame
-        ``table`` with ``track_id`` and ``parent_track_id`` set, in ``t, label`` order.
+        ``table`` with ``track_id`` and ``parent_track_id`` set, in ``t, label`` order; with
+        ``phase_track`` and ``confidence_track`` too when the table has the reporters'
+        probabilities (``p_red``, ``p_green``) and smoothing is enabled
+        (:func:`pipeline.cellcycle.smooth.smooth_tracks`).
     """
+    config = config or TrackConfig()
     table = table.sort_values(["t", "label"]).reset_index(drop=True)
     frames = (g for _, g in table.groupby("t", sort=True))
     ids = pd.concat(list(track_frames(frames, config)), ignore_index=True)
     out = table.drop(columns=[c for c in ("track_id", "parent_track_id") if c in table])
-    return out.merge(ids, on=["t", "label"], how="left", validate="one_to_one")
+    out = out.merge(ids, on=["t", "label"], how="left", validate="one_to_one")
+    return smooth_if_possible(out, config)
+
+
+def smooth_if_possible(table: pd.DataFrame, config: TrackConfig) -> pd.DataFrame:
+    """``table`` with ``phase_track`` / ``confidence_track`` when it has what the HMM needs."""
+    from pipeline.cellcycle.smooth import PROBABILITY_COLUMNS, smooth_tracks
+
+    if config.smoothing.enabled and all(c in table for c in (*PROBABILITY_COLUMNS, "phase")):
+        return smooth_tracks(table, config.smoothing)
+    return table

@@ -97,6 +97,23 @@ class CellcycleConfig(StrictModel):
     """Where the measurement tasks run (one task per field and time point)."""
 
 
+class SmoothingConfig(StrictModel):
+    """Phases along each track: an HMM with the cycle's order (see ``pipeline.cellcycle.smooth``)."""
+
+    enabled: bool = True
+    """Decode each track's phases (``phase_track``); the per-track durations then use them."""
+    error_rate: float = Field(0.2, gt=0, lt=1)
+    """Probability that a frame's single-frame call is misread whatever its confidence (mixed
+    in as a uniform emission), so one outlying frame does not move the whole path."""
+    dwell_frames: float = Field(3.0, gt=1)
+    """Mean frames per phase in the transition prior (stay ``1 - 1/dwell_frames``). The same for
+    every phase on purpose: the durations are what the experiment measures, not an input."""
+    birth_early_g1: float = Field(0.9, gt=0, lt=1)
+    """Probability that a track born by division starts in early G1."""
+    off_order: float = Field(1e-6, gt=0, lt=0.01)
+    """Probability of any move against the cycle's order (a tracking error)."""
+
+
 class TrackConfig(StrictModel):
     """Linking nuclei over time (laptrack: LAP frame linking, then gap closing and divisions)."""
 
@@ -113,6 +130,8 @@ class TrackConfig(StrictModel):
     division_phase_check: bool = True
     """With phases in the table: keep a division only if the mother was last seen in S/G2/M
     or G1/S and is not dead (a FUCCI mother is green before it divides)."""
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    """Phases along each track (written as ``phase_track``), when the table has phases."""
     window: int = Field(40, ge=4)
     """Frames tracked at once; consecutive windows overlap and carry their links forward, so
     memory stays flat in the number of time points."""
