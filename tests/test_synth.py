@@ -271,7 +271,9 @@ def test_fucci_levels_ramp_through_the_cycle():
     assert level(pop.EARLY_G1, 0.5)[r] < 0.1 and level(pop.EARLY_G1, 0.5)[g] < 0.1
     assert level(pop.G1, 0.0)[r] < level(pop.G1, 0.2)[r] < level(pop.G1, 0.9)[r] == 1.0
     assert level(pop.G1, 0.9)[g] == 0.0
-    assert level(pop.G1_S, 0.2)[r] > level(pop.G1_S, 0.8)[r] > 0.4
+    assert level(pop.G1_S, 0.2)[r] > level(pop.G1_S, 0.8)[r] > 0.2
+    # Cdt1 is down to early G1's level when S/G2/M begins (yellow is G1/S, green S/G2/M)
+    assert level(pop.G1_S, 1.0)[r] <= level(pop.EARLY_G1, 1.0)[r] and level(pop.S_G2_M, 0.0)[r] <= 0.1
     assert 0.3 < level(pop.G1_S, 0.2)[g] < level(pop.G1_S, 0.8)[g]
     assert level(pop.S_G2_M, 0.5)[r] == 0.0 and level(pop.S_G2_M, 0.5)[g] == 1.0
     # DNA doubles: Hoechst grows through S/G2/M, mitotic chromatin is brighter and rounder

@@ -53,8 +53,9 @@ Motion.
     of the long axis (``rotation_deg``), then a few relaxation passes, so motion
     is small and smooth and divisions push neighbours aside.
 FUCCI and Hoechst (:func:`pipeline.synth.population.fucci_levels`).
-    Cy3 (Cdt1, red) ramps up in early G1 -> G1 and fades through G1/S into
-    the first fifth of S/G2/M; GFP (Geminin, green) rises through G1/S and early
+    Cy3 (Cdt1, red) ramps up in early G1 -> G1 and fades through G1/S (to the
+    level early G1 ends at, then to nothing early in S/G2/M: the phases are the
+    FUCCI read-out's, yellow G1/S, green S/G2/M); GFP (Geminin, green) rises through G1/S and early
     S/G2/M; both are low in early G1. Hoechst labels every nucleus and grows by
     ``hoechst_g2_gain`` over S/G2/M (DNA content). Per-nucleus log-normal
     brightness (``brightness``, ``brightness_cv``); nuclei are dimmer at their rim

@@ -133,17 +133,27 @@ def semi_axes(cells: Cells, config: SynthConfig) -> np.ndarray:
 def fucci_levels(cells: Cells, hoechst_g2_gain: float) -> np.ndarray:
     """``(N, 3)`` relative expression of Hoechst, Cy3 and GFP from phase and progress.
 
-    Cy3 (Cdt1) ramps up early in G1 and fades through G1/S into early S/G2/M; GFP
-    (Geminin) rises through G1/S and saturates early in S/G2/M; both are low in
-    early G1 (the reporters are degraded at mitosis). Hoechst grows with DNA
-    content through S/G2/M and is brighter still in condensed mitotic chromatin.
+    Cy3 (Cdt1) ramps up early in G1 and fades through G1/S, down to the level early G1
+    ends at (0.1) when S/G2/M begins, then to nothing within the first fifth of S/G2/M;
+    GFP (Geminin) rises through G1/S and saturates early in S/G2/M; both are low in
+    early G1 (the reporters are degraded at mitosis). Hoechst grows with DNA content
+    through S/G2/M and is brighter still in condensed mitotic chromatin.
+
+    The phases are the FUCCI read-out's (G1/S is the yellow window, both reporters
+    visible; S/G2/M green only), so Cdt1 is gone by the time S/G2/M begins, as in the
+    reference curve fucciphase fitted on HaCaT FUCCI cells (``fuccisa_hacat.json``,
+    fucciphase 0.0.3 examples, BSD-3: Cdt1 falls with centre 39.8 % and width 4.7 % of
+    the cycle, down to 2 % of its peak at the G1/S -> S/G2/M boundary at 55 %) and in
+    Sakaue-Sawano et al., Cell 2008 (the yellow G1/S transition is followed by green
+    S/G2/M). Earlier versions faded the red from 0.45 to 0 over the first fifth of S/G2/M,
+    which labelled visibly yellow nuclei S/G2/M (docs/CELLCYCLE.md).
     """
     p = phase_progress(cells)
     ph = cells.phase
     cy3 = np.select(
         [ph == EARLY_G1, ph == G1, ph == G1_S],
-        [0.12 * p, 0.3 + 0.7 * np.minimum(1.0, p / 0.35), 1.0 - 0.55 * p],
-        default=0.45 * np.clip(1.0 - p / 0.2, 0.0, 1.0),
+        [0.12 * p, 0.3 + 0.7 * np.minimum(1.0, p / 0.35), 1.0 - 0.9 * p],
+        default=0.1 * np.clip(1.0 - p / 0.2, 0.0, 1.0),
     )
     gfp = np.select(
         [ph == EARLY_G1, ph == G1, ph == G1_S],
