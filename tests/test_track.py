@@ -209,3 +209,15 @@ def test_store_without_labels(tmp_path, timelapse):
     assert "no complete labels 'nuclei'" in result.output
     result = CliRunner().invoke(cli, ["-q", "track", str(tmp_path / "p.zarr")])
     assert result.exit_code == 1 and "run `spheroid cellcycle` first" in result.output
+
+
+def test_tracks_from_links_round_trip(timelapse):
+    """The true tracks, turned into links and back, are the same lineage."""
+    from pipeline.cellcycle.validate import edges, tracks_from_links
+
+    truth = _shuffled(timelapse)
+    back = tracks_from_links(truth[["t", "node"]], edges(truth))
+    assert edges(back) == edges(truth)
+    assert link_scores(truth, back)["division"]["f1"] == 1.0
+    with pytest.raises(ValueError, match="two predecessors"):
+        tracks_from_links(pd.DataFrame({"t": [0, 0, 1], "node": [1, 2, 3]}), [(1, 3), (2, 3)])

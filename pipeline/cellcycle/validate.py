@@ -73,6 +73,54 @@ def link_scores(truth: pd.DataFrame, predicted: pd.DataFrame, node: str = "node"
     return {"link": _f1(len(t_links & p_links), len(p_links), len(t_links)), "division": _f1(good, len(p_div), len(t_div))}
 
 
+def tracks_from_links(nodes: pd.DataFrame, links, node: str = "node") -> pd.DataFrame:
+    """Track ids in the convention of :mod:`pipeline.cellcycle.track` from a graph of links.
+
+    Parameters
+    ----------
+    nodes : pandas.DataFrame
+        One row per detection: ``t`` and ``node`` (a unique id).
+    links : iterable of (node, node)
+        Earlier -> later detection (a gap may span frames; a mother has two or more).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``nodes`` with ``track_id`` and ``parent_track_id``: a detection continues its
+        predecessor's track when it is that predecessor's only successor; the successors of
+        a division start new tracks whose parent is the mother's; a detection without
+        predecessor starts a track without parent.
+
+    Raises
+    ------
+    ValueError
+        A detection with two predecessors (a merge: not a lineage).
+    """
+    pred: dict[int, int] = {}
+    n_succ: dict[int, int] = defaultdict(int)
+    for a, b in links:
+        a, b = int(a), int(b)
+        if b in pred and pred[b] != a:
+            raise ValueError(f"detection {b} has two predecessors ({pred[b]} and {a}): merges are not lineages")
+        pred[b] = a
+        n_succ[a] += 1
+    tab = nodes.sort_values("t", kind="stable")
+    track: dict[int, int] = {}
+    parent: dict[int, int] = {}
+    next_id = 1
+    for n in tab[node].to_numpy().tolist():
+        a = pred.get(n)
+        if a is not None and a in track and n_succ[a] == 1:
+            track[n], parent[n] = track[a], parent[a]
+            continue
+        track[n], parent[n] = next_id, (track[a] if a is not None and a in track else 0)
+        next_id += 1
+    out = nodes.copy()
+    out["track_id"] = out[node].map(track).astype(np.int64)
+    out["parent_track_id"] = out[node].map(parent).astype(np.int64)
+    return out
+
+
 def ctc_representation(table: pd.DataFrame, node: str = "node") -> tuple[np.ndarray, dict[int, int]]:
     """CTC tracks ``(label, birth, end, parent)`` and node -> CTC label.
 
