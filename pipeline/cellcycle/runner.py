@@ -45,6 +45,7 @@ from pipeline.io.plate import Field, Plate
 from pipeline.io.tables import read_table, write_table
 from pipeline.io.volumes import read_volume
 from pipeline.provenance import provenance, settings_signature
+from pipeline.stage import FieldWork, pending_volumes, refuse_other_settings, run_stage
 
 LOG = logging.getLogger(__name__)
 
@@ -114,11 +115,7 @@ def _settings(fld: Field, table: str, settings: dict[str, Any], overwrite: bool)
     if fs.exists(path):
         with fs.open(path, "rb") as fh:
             stored = json.loads(fh.read().decode()).get("signature")
-        if stored != signature and not overwrite:
-            raise StoreError(
-                f"{fld.plate.location.url}: field {fld} table '{table}' was measured with other settings "
-                f"(signature {stored} != {signature}); pass --overwrite to measure it again"
-            )
+        refuse_other_settings(f"{fld.plate.location.url}: field {fld} table '{table}'", stored, signature, overwrite)
     if overwrite and fs.exists(folder):
         fs.rm(folder, recursive=True)
     fs.makedirs(folder, exist_ok=True)
@@ -126,8 +123,8 @@ def _settings(fld: Field, table: str, settings: dict[str, Any], overwrite: bool)
         fh.write(json.dumps({"signature": signature, "settings": settings}).encode())
 
 
-def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwrite: bool = False, source: str = "<defaults>") -> tuple[list[Field], list[MeasureTask], int]:
-    """Check the store against ``config`` and list the time points to measure.
+def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwrite: bool = False, source: str = "<defaults>") -> list[FieldWork]:
+    """Check the store against ``config`` and list, per field, the time points to measure.
 
     Raises
     ------
@@ -135,7 +132,7 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
         A field without a complete image or labels, or channels the store lacks.
     """
     url = plate.location.url
-    plans, tasks, skipped = [], [], 0
+    plans = []
     roles = {k: v for k, v in config.channels.model_dump().items() if v is not None}
     for fld in plate.select(fields):
         if not fld.has_image(config.input) or not fld.is_complete(config.input):
@@ -151,29 +148,22 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
         if lshape[0] != shape[0] or tuple(lshape[-3:]) != tuple(shape[2:]):
             raise StoreError(f"{url}: field {fld} labels '{config.labels}' have shape {lshape}, image '{config.input}' {shape}")
         plans.append(fld)
+    work = []
     for fld in plans:
         _settings(fld, config.table, measurement_settings(config), overwrite)
-        done = _done_parts(fld, config.table)
+        done_parts = _done_parts(fld, config.table)
         meta = fld.meta(config.input)
-        for t in range(fld.image(config.input).shape[0]):
-            if t in done:
-                skipped += 1
-                continue
-            tasks.append(
-                MeasureTask(
-                    str(fld),
-                    fld.path,
-                    fld.array_path(config.input),
-                    f"{fld.label_path(config.labels)}/0",
-                    t,
-                    tuple(meta.channels),
-                    tuple(float(v) for v in meta.voxel_size),
-                    config.background.method,
-                    config.background.shell_um,
-                    config.table,
-                )
-            )
-    return plans, tasks, skipped
+        n_t = fld.image(config.input).shape[0]
+        done = np.array([t in done_parts for t in range(n_t)], dtype=bool)
+        image, labels = fld.array_path(config.input), f"{fld.label_path(config.labels)}/0"
+        channels, voxel = tuple(meta.channels), tuple(float(v) for v in meta.voxel_size)
+
+        def make(t: int, fld=fld, image=image, labels=labels, channels=channels, voxel=voxel) -> MeasureTask:
+            return MeasureTask(str(fld), fld.path, image, labels, t, channels, voxel, config.background.method, config.background.shell_um, config.table)
+
+        tasks, skipped = pending_volumes(done, make)
+        work.append(FieldWork(fld, tasks, skipped))
+    return work
 
 
 def measure_task(task: MeasureTask, location: Location) -> dict[str, Any]:
@@ -215,17 +205,9 @@ def run_cellcycle(
     dict
         ``{"fields", "volumes", "skipped", "nuclei", "dead", "seconds", "model"}``.
     """
-    plans, tasks, skipped = plan_cellcycle(plate, config, fields=fields, overwrite=overwrite, source=source)
-    if skipped:
-        LOG.info("%d time point(s) already measured: skipped", skipped)
-    start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if tasks:
-        from pipeline.cluster import use_client
-        from pipeline.runner import run_tasks
-
-        with use_client(client, config.cluster, in_process=plate.location.in_memory) as own:
-            results = run_tasks(own, measure_task, tasks, desc=STAGE, progress=progress, location=plate.location, unit="time point")
+    work = plan_cellcycle(plate, config, fields=fields, overwrite=overwrite, source=source)
+    run = run_stage(plate, STAGE, config, work, measure_task, progress=progress, client=client, unit="time point")
+    plans, results, skipped, start = [w.field for w in work], run.results, run.skipped, time.perf_counter() - run.seconds
     tables = {str(f): read_parts(f, config.table) for f in plans}
     combined = pd.concat([t.assign(_field=name) for name, t in tables.items()], ignore_index=True)
     roles = config.channels.model_copy(

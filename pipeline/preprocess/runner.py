@@ -30,7 +30,7 @@ from pipeline.io.volumes import read_volume, write_normalized_volume, write_volu
 from pipeline.preprocess import chain as ch
 from pipeline.preprocess import steps
 from pipeline import workers
-from pipeline.provenance import provenance
+from pipeline.stage import FieldWork, pending_volumes, refuse_other_settings, run_stage
 
 LOG = logging.getLogger(__name__)
 
@@ -165,23 +165,11 @@ def plan(
         fp = FieldPlan(fld, tuple(array.shape), tuple(array.chunks[3:]), meta, dtype, chains, signature, stored_dtype=stored)
         _check_existing(fp, config, overwrite)
         done = fld.done(config.output) if fld.has_image(config.output) and not overwrite else np.zeros(array.shape[:2], bool)
-        for t in range(array.shape[0]):
-            for c, name in enumerate(meta.channels):
-                if done[t, c]:
-                    fp.skipped += 1
-                    continue
-                fp.tasks.append(
-                    VolumeTask(
-                        str(fld),
-                        fld.array_path(config.input),
-                        fld.array_path(config.output),
-                        t,
-                        c,
-                        name,
-                        tuple(chains[name]),
-                        normalized=stored is not None,
-                    )
-                )
+        src, dst = fld.array_path(config.input), fld.array_path(config.output)
+        names = meta.channels
+        fp.tasks, fp.skipped = pending_volumes(
+            done, lambda t, c: VolumeTask(str(fld), src, dst, t, c, names[c], tuple(chains[names[c]]), normalized=stored is not None)
+        )
         plans.append(fp)
     return plans
 
@@ -193,8 +181,7 @@ def _check_existing(fp: FieldPlan, config: PreprocessConfig, overwrite: bool) ->
     attrs = fld.attrs(config.output)
     existing = fld.image(config.output)
     where = f"{fld.plate.location.url}: field {fld} image '{config.output}'"
-    if attrs.get("signature") != fp.signature:
-        raise StoreError(f"{where} was written with another chain (signature {attrs.get('signature')} != {fp.signature}); pass --overwrite to recompute it")
+    refuse_other_settings(where, attrs.get("signature"), fp.signature, overwrite, what="chain")
     stored = fld.stored_image(config.output).dtype
     if existing.shape != fp.shape or existing.dtype != fp.dtype or stored != (fp.stored_dtype or fp.dtype):
         raise StoreError(f"{where} exists with shape {existing.shape} {existing.dtype} (stored as {stored}); pass --overwrite to replace it")
@@ -294,32 +281,26 @@ def run_preprocess(
     """
     plans = plan(plate, config, fields=fields, overwrite=overwrite, source=source)
     create_outputs(plans, config, overwrite=overwrite)
-    tasks = [task for fp in plans for task in fp.tasks]
-    skipped = sum(fp.skipped for fp in plans)
-    if skipped:
-        LOG.info("%d volume(s) already preprocessed: skipped", skipped)
-    start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if tasks:
-        from pipeline.cluster import use_client
-
-        with use_client(client, config.cluster, in_process=plate.location.in_memory) as own:
-            results = _dispatch(own, plate.location, tasks, config.block_shape, progress)
-    seconds = time.perf_counter() - start
-    pending = [fp for fp in plans if fp.tasks or not fp.field.is_complete(config.output)]
-    if pending:
-        record = provenance(STAGE, config, fields=[str(fp.field) for fp in plans])
-        for fp in pending:
-            fp.field.mark_complete(config.output, provenance=record)
-        plate.record(STAGE, record)
+    work = [FieldWork(fp.field, fp.tasks, fp.skipped, complete=fp.field.is_complete(config.output), plan=fp) for fp in plans]
+    run = run_stage(
+        plate,
+        STAGE,
+        config,
+        work,
+        process_volume,
+        progress=progress,
+        client=client,
+        dispatch=(lambda own, tasks: _dispatch(own, plate.location, tasks, config.block_shape, progress)),
+        mark_complete=lambda w, record: w.field.mark_complete(config.output, provenance=record),
+    )
     summary = {
-        "fields": [str(fp.field) for fp in plans],
-        "volumes": len(results),
-        "skipped": skipped,
-        "seconds": seconds,
-        "chain_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
+        "fields": run.fields,
+        "volumes": len(run.results),
+        "skipped": run.skipped,
+        "seconds": run.seconds,
+        "chain_seconds": float(sum(r.get("seconds", 0.0) for r in run.results)),
     }
-    LOG.info("preprocessed %d volume(s) in %.1f s (%d skipped)", summary["volumes"], seconds, skipped)
+    LOG.info("preprocessed %d volume(s) in %.1f s (%d skipped)", summary["volumes"], run.seconds, run.skipped)
     return summary
 
 
