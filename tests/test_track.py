@@ -221,3 +221,19 @@ def test_tracks_from_links_round_trip(timelapse):
     assert link_scores(truth, back)["division"]["f1"] == 1.0
     with pytest.raises(ValueError, match="two predecessors"):
         tracks_from_links(pd.DataFrame({"t": [0, 0, 1], "node": [1, 2, 3]}), [(1, 3), (2, 3)])
+
+
+def test_tiles_link_like_the_whole_field(timelapse, monkeypatch):
+    """Tracking in y/x tiles of ~40 nuclei (stitched) links as tracking each frame whole."""
+    from pipeline.cellcycle import tiles
+
+    calls = []
+    real = tiles._tiles
+    monkeypatch.setattr(tiles, "_tiles", lambda *a: calls.append(len(real(*a))) or real(*a))
+    table = _shuffled(timelapse).drop(columns=["track_id", "parent_track_id"])
+    whole = track_table(table, TrackConfig(tile_nuclei=None))
+    tiled = track_table(table, TrackConfig(tile_nuclei=40, window=6))
+    node = table.sort_values(["t", "label"])["node"].to_numpy()
+    a = link_scores(whole.assign(node=node), tiled.assign(node=node))
+    assert calls and min(calls) >= 3  # it did tile
+    assert a["link"]["f1"] > 0.99 and a["division"]["f1"] > 0.9

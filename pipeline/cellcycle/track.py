@@ -94,6 +94,21 @@ def _link_window(tracker, frames: list[_Frame], fixed: list[tuple[Node, Node]]) 
     return out
 
 
+def _link_maybe_tiled(tracker, frames: list[_Frame], fixed: list[tuple[Node, Node]], config: TrackConfig) -> list[tuple[Node, Node]]:
+    """:func:`_link_window`, in y/x tiles when the frames hold many nuclei (``config.tile_nuclei``)."""
+    from pipeline.cellcycle.tiles import link_tiled
+
+    n = float(np.mean([len(f.labels) for f in frames])) if frames else 0.0
+    if config.tile_nuclei is None or n <= 2 * config.tile_nuclei:
+        return _link_window(tracker, frames, fixed)
+    coords = np.concatenate([f.coords for f in frames if len(f.labels)])
+    extent = np.maximum(np.ptp(coords[:, 1:], axis=0), 1.0)
+    tile_um = float(np.sqrt(extent[0] * extent[1] * config.tile_nuclei / n))
+    reach = max(config.max_distance_um, config.division_distance_um, config.gap_distance_um or 0.0)
+    link = lambda sub, sub_fixed: _link_window(tracker, sub, sub_fixed)  # noqa: E731
+    return link_tiled(link, frames, fixed, tile_um=tile_um, margin_um=config.tile_margin * reach)
+
+
 def _check_divisions(edges: list[tuple[Node, Node]], frames: dict[int, _Frame]) -> list[tuple[Node, Node]]:
     """Undo divisions whose mother was not last seen in a dividing phase (see the module)."""
     children: dict[Node, list[Node]] = defaultdict(list)
@@ -182,7 +197,7 @@ def track_frames(frames: Iterable[pd.DataFrame], config: TrackConfig | None = No
 
     def run_window(final: bool) -> Iterator[pd.DataFrame]:
         fixed = [(a, b) for a, b in committed if a[0] >= buffer[0].t]
-        edges = _link_window(tracker, buffer, fixed)
+        edges = _link_maybe_tiled(tracker, buffer, fixed, config)
         if config.division_phase_check:
             edges = _check_divisions(edges, {f.t: f for f in buffer})
         upto = len(buffer) - 1 if final else len(buffer) - 1 - (gap + 1)
