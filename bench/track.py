@@ -5,7 +5,7 @@
 Nuclei are points in a 3-D slab (density of the synthetic spheroids: ~10 um apart),
 moving by a persistent random walk (1.2 um per frame and axis), a few percent dividing
 every frame (two daughters 5 um apart), frames streamed one at a time into
-:func:`pipeline.cellcycle.track.track_frames` (window 40). Each run is a fresh process,
+:func:`pipeline.cellcycle.track.track_frames` (window 40; y/x tiles per ``--tile-nuclei``). Each run is a fresh process,
 so its peak RSS is its own. The baseline, measured in the same run, is laptrack over
 the whole series at once (no windows), whose memory grows with the number of frames.
 
@@ -59,11 +59,11 @@ def frames(n: int, n_frames: int, seed: int = 0):
         yield table
 
 
-def _run(kind: str, n: int, n_frames: int, queue) -> None:
+def _run(kind: str, n: int, n_frames: int, queue, tiles: dict | None = None) -> None:
     from pipeline.cellcycle.track import make_tracker, track_frames
     from pipeline.config.cellcycle import TrackConfig
 
-    config = TrackConfig(division_phase_check=False)
+    config = TrackConfig(division_phase_check=False, **(tiles or {}))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if kind == "windowed":
@@ -77,10 +77,10 @@ def _run(kind: str, n: int, n_frames: int, queue) -> None:
     queue.put({"kind": kind, "nuclei": n, "frames": n_frames, "rows": rows, "seconds": seconds, "peak_mb": peak / 1024, "start_mb": base / 1024})
 
 
-def measure(kind: str, n: int, n_frames: int) -> dict:
+def measure(kind: str, n: int, n_frames: int, tiles: dict | None = None) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(kind, n, n_frames, queue))
+    proc = ctx.Process(target=_run, args=(kind, n, n_frames, queue, tiles))
     proc.start()
     result = queue.get()
     proc.join()
@@ -93,13 +93,16 @@ def main() -> int:
     parser.add_argument("--frames", default="50,100,300")
     parser.add_argument("--baseline-frames", default="50,100", help="frame counts for the whole-series baseline (1,000 nuclei)")
     parser.add_argument("--quick", action="store_true", help="1,000 nuclei x 50 and 100 frames only")
+    parser.add_argument("--tile-nuclei", type=int, default=1500, help="TrackConfig.tile_nuclei (0: whole frames)")
+    parser.add_argument("--tile-margin", type=float, default=3.0, help="TrackConfig.tile_margin")
     args = parser.parse_args()
+    tiles = {"tile_nuclei": args.tile_nuclei or None, "tile_margin": args.tile_margin}
     nuclei = [1000] if args.quick else [int(x) for x in args.nuclei.split(",")]
     counts = [50, 100] if args.quick else [int(x) for x in args.frames.split(",")]
     results = []
     for n in nuclei:
         for f in counts:
-            r = measure("windowed", n, f)
+            r = measure("windowed", n, f, tiles)
             results.append(r)
             print(f"windowed  {n:6d} nuclei x {f:4d} frames: {r['seconds']:7.1f} s, peak {r['peak_mb']:7.0f} MB", flush=True)
     for f in [int(x) for x in args.baseline_frames.split(",")]:
