@@ -154,9 +154,33 @@ def _scores(tab: pd.DataFrame, column: str = "phase") -> dict:
     return scores
 
 
-def phases_and_tracks(seeds, frames: int, predicted: bool) -> tuple[dict, dict]:
+def cached_seed_tables(seed: int, frames: int, predicted: bool, cache: Path | None) -> dict:
+    """:func:`seed_tables`, kept as Parquet under ``cache`` (the U-Net pass is the slow part)."""
+    if cache is None:
+        return seed_tables(seed, frames, predicted)
+    from pipeline.synth.population import fucci_levels
+
+    import hashlib
+    import inspect
+
+    key = hashlib.sha1(inspect.getsource(fucci_levels).encode()).hexdigest()[:8]  # the generator's curves
+    paths = {k: cache / f"seed{seed}_{frames}_{key}_{k}.parquet" for k in ("true", "predicted")}
+    if paths["true"].exists() and (not predicted or paths["predicted"].exists()):
+        out = {k: pd.read_parquet(p) for k, p in paths.items() if p.exists() and (k == "true" or predicted)}
+        out["n_true"] = int(out["true"].attrs.get("n_true", len(out["true"])))
+        return out
+    out = seed_tables(seed, frames, predicted)
+    cache.mkdir(parents=True, exist_ok=True)
+    for k in ("true", "predicted"):
+        if k in out:
+            out[k].attrs["n_true"] = out["n_true"]
+            out[k].to_parquet(paths[k])
+    return out
+
+
+def phases_and_tracks(seeds, frames: int, predicted: bool, cache: Path | None = None) -> tuple[dict, dict]:
     """Phase accuracy (single frame and along laptrack's tracks) and tracking scores."""
-    data = {s: seed_tables(s, frames, predicted) for s in seeds}
+    data = {s: cached_seed_tables(s, frames, predicted, cache) for s in seeds}
     config = TrackConfig()
     phases: dict = {}
     tracking: dict = {}
@@ -215,9 +239,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--predicted", action="store_true", help="also classify on U-Net labels (slow: one U-Net pass per volume)")
     parser.add_argument("--out", default="cellcycle.json", help="file name under bench/results")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the measured tables here (Parquet) and reuse them")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    phases, tracking = phases_and_tracks(seeds, args.frames, args.predicted)
+    phases, tracking = phases_and_tracks(seeds, args.frames, args.predicted, args.cache)
     phases["strong_attenuation"] = attenuation_block(seeds)
     for key, val in phases.items():
         for k2, v2 in val.items():

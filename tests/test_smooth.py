@@ -24,10 +24,11 @@ def _track(sequence: list[str], track_id: int, parent: int = 0, t0: int = 0, sur
 
 
 def test_transitions_only_go_forward():
-    a = transition_matrix(SmoothingConfig(dwell_frames=4, off_order=1e-6))
+    a = transition_matrix(SmoothingConfig(dwell_frames=4, off_order=1e-6, missed_division=0.0))
     assert np.allclose(a.sum(axis=1), 1)
     assert a[0, 1] == pytest.approx(0.25, rel=1e-4) and a[3, 3] == pytest.approx(1, rel=1e-4)
     assert np.all(a[np.tril_indices(4, -1)] < 1e-5)
+    assert transition_matrix(SmoothingConfig())[3, 0] == pytest.approx(0.1, rel=1e-3)  # the default wraps round
 
 
 def test_phase_probabilities_sum_to_one():
@@ -79,3 +80,13 @@ def test_smoothing_improves_calls_on_a_synthetic_timelapse():
     want = out["truth"].replace({"early G1": "early-G1"})
     single, decoded = (out["phase"] == want).mean(), (out["phase_track"] == want).mean()
     assert decoded > single
+
+
+def test_a_missed_division_wraps_round_only_when_allowed():
+    """A track that runs on through a division the tracker missed (green, then colourless, then red)."""
+    truth = ["S/G2/M"] * 4 + ["early-G1"] * 3 + ["G1"] * 4
+    table = _track(truth, 1, sure=0.95)
+    assert smooth_tracks(table, SmoothingConfig(missed_division=0.05))["phase_track"].tolist() == truth
+    assert smooth_tracks(table, SmoothingConfig(missed_division=0.0))["phase_track"].tolist() != truth
+    a = transition_matrix(SmoothingConfig(missed_division=0.05))
+    assert a[3, 0] == pytest.approx(0.05, rel=1e-3) and np.allclose(a.sum(axis=1), 1)

@@ -9,7 +9,9 @@ hidden states are the four phases and whose transitions only go forward:
 
 * transitions: stay with probability ``1 - 1/dwell_frames``, step to the next phase with
   ``1/dwell_frames``; every other move (backwards, or skipping a phase) has probability
-  ``off_order`` (a tracking error can put two nuclei in one track), and S/G2/M stays;
+  ``off_order`` (a tracking error can put two nuclei in one track), and S/G2/M stays
+  unless ``missed_division`` lets the cycle wrap round to early G1 (a division the
+  tracker missed continues the mother's track into a daughter);
 * emissions: the single-frame probability of each phase (``P(red state) x P(green state)``
   from the two-Gaussian model of each reporter), mixed with a uniform ``error_rate``:
   ``(1 - error_rate) P(phase | frame) + error_rate / 4``. The mixture says that a frame
@@ -51,10 +53,12 @@ def transition_matrix(config: SmoothingConfig) -> np.ndarray:
     """The ``(4, 4)`` forward-only transition matrix (rows sum to 1)."""
     leave = 1.0 / float(config.dwell_frames)
     a = np.full((4, 4), float(config.off_order))
-    for k in range(4):
-        a[k, k] = 1.0 - leave if k < 3 else 1.0
-        if k < 3:
-            a[k, k + 1] = leave
+    for k in range(3):
+        a[k, k], a[k, k + 1] = 1.0 - leave, leave
+    wrap = float(config.missed_division)
+    a[3, 3] = 1.0 - wrap
+    if wrap > 0:
+        a[3, 0] = wrap
     return a / a.sum(axis=1, keepdims=True)
 
 

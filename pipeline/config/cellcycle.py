@@ -108,9 +108,12 @@ class SmoothingConfig(StrictModel):
     dwell_frames: float = Field(3.0, gt=1)
     """Mean frames per phase in the transition prior (stay ``1 - 1/dwell_frames``). The same for
     every phase on purpose: the durations are what the experiment measures, not an input."""
+    missed_division: float = Field(0.1, ge=0, lt=0.5)
+    """Probability per frame that a track in S/G2/M goes on in early G1: a division the tracker
+    missed, which continues the mother's track into one daughter (the cycle wraps round)."""
     birth_early_g1: float = Field(0.9, gt=0, lt=1)
     """Probability that a track born by division starts in early G1."""
-    off_order: float = Field(1e-6, gt=0, lt=0.01)
+    off_order: float = Field(1e-6, gt=0, lt=0.1)
     """Probability of any move against the cycle's order (a tracking error)."""
 
 
