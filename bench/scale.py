@@ -108,9 +108,10 @@ def run_config(name: str, cluster: Path, raw: Path, folder: Path, timepoints: in
         units = {"convert": timepoints, "preprocess": volumes, "segment": timepoints, "cellcycle": timepoints, "track": fields}[stage]
         per = (workers if stage != "track" else 1) * seconds / timepoints
         out["stages"][stage] = {"wall_s": wall, "stage_s": seconds, "tasks": units, "worker_s_per_timepoint": per, **peak}
+        out["stages"][stage]["worker_cpu_s_per_timepoint"] = peak["children_cpu_s"] / timepoints
         LOG.info(
-            "%-8s %-10s wall %6.1f s, stage %6.1f s, %.2f worker-s per time point; peak RSS: command %.0f MB, a local worker %.0f MB",
-            name, stage, wall, seconds, per, peak["command_peak_mb"], peak["worker_peak_mb"],
+            "%-8s %-10s wall %6.1f s, stage %6.1f s, %.2f worker-s per time point (local workers' CPU %.2f s); peak RSS: command %.0f MB, a local worker %.0f MB",
+            name, stage, wall, seconds, per, peak["children_cpu_s"] / timepoints, peak["command_peak_mb"], peak["worker_peak_mb"],
         )
     out["store"] = str(store)
     return out
@@ -118,26 +119,114 @@ def run_config(name: str, cluster: Path, raw: Path, folder: Path, timepoints: in
 
 def peak_rss(proc: subprocess.Popen, every: float = 0.1) -> dict[str, float]:
     """Until ``proc`` ends: the peak resident memory of the command's own process and of the
-    largest of its child processes (a local cluster's workers; SLURM workers run elsewhere)."""
+    largest of its child processes (a local cluster's workers; SLURM workers run elsewhere), and
+    the CPU seconds its child processes used (as last seen: up to ``every`` s short of the end).
+    CPU time, unlike wall time, does not grow when other programs share the cores."""
     import psutil
 
     command = worker = 0
+    cpu: dict[int, float] = {}
     try:
         root = psutil.Process(proc.pid)
     except psutil.NoSuchProcess:
-        return {"command_peak_mb": 0.0, "worker_peak_mb": 0.0}
+        return {"command_peak_mb": 0.0, "worker_peak_mb": 0.0, "children_cpu_s": 0.0}
     while proc.poll() is None:
         try:
             command = max(command, root.memory_info().rss)
             for child in root.children(recursive=True):
                 try:
                     worker = max(worker, child.memory_info().rss)
+                    times = child.cpu_times()
+                    cpu[child.pid] = times.user + times.system
                 except psutil.NoSuchProcess:
                     pass
         except psutil.NoSuchProcess:
             break
         time.sleep(every)
-    return {"command_peak_mb": command / 1e6, "worker_peak_mb": worker / 1e6}
+    return {"command_peak_mb": command / 1e6, "worker_peak_mb": worker / 1e6, "children_cpu_s": sum(cpu.values())}
+
+
+def _noop(task, location) -> dict:
+    return {"field": task.field, "t": task.t}
+
+
+def scheduler_load(n: int) -> dict[str, float]:
+    """``n`` tasks of one stage's shape (a segmentation task and the store's location, returning
+    a small dict) through :func:`pipeline.runner.run_tasks` on a local cluster of 2 workers, as a
+    stage submits them: seconds from submission to the last result, tasks per second, and the
+    growth of this process's memory while they were held (client and scheduler both live here)."""
+    import psutil
+
+    from pipeline.cluster import open_client
+    from pipeline.config.cluster import ClusterConfig
+    from pipeline.io.location import Location
+    from pipeline.runner import run_tasks
+    from pipeline.segment.runner import SegmentTask
+
+    tasks = [SegmentTask(f"B{2 + i // 300}/0", f"B/{2 + i // 300}/0/0", f"B/{2 + i // 300}/0/labels/nuclei/0", i % 300, 0, (5.0, 1.24, 1.24)) for i in range(n)]
+    location = Location("/scratch/campaign.zarr")
+    me = psutil.Process()
+    with open_client(ClusterConfig(n_workers=2, threads_per_worker=1)) as client:
+        run_tasks(client, _noop, tasks[:200], desc="warm-up", progress=False, location=location)
+        before = me.memory_info().rss
+        peak = [before]
+
+        def sample(i, result):
+            if i % 1000 == 0:
+                peak.append(me.memory_info().rss)
+
+        start = time.perf_counter()
+        run_tasks(client, _noop, tasks, desc="scheduler", progress=False, location=location, on_result=sample)
+        seconds = time.perf_counter() - start
+    return {"tasks": n, "seconds": seconds, "tasks_per_s": n / seconds, "client_and_scheduler_growth_mb": (max(peak) - before) / 1e6}
+
+
+def segment_split(store: Path, repeat: int = 2) -> dict[str, float]:
+    """Seconds of one time point's segmentation on one CPU thread, split into the U-Net's forward
+    pass (what a GPU takes over) and the rest (normalisation, watershed into instances: CPU work
+    on any node), measured in this process on the first volume of ``store``; best of ``repeat``."""
+    import torch
+
+    from pipeline.io.plate import Plate
+    from pipeline.segment.instances import label_with
+    from pipeline.segment.unet.apply import inference_tile
+    from pipeline.segment.unet.card import default_model_path, load_model
+    from pipeline.segment.unet.predict import predict_volume
+
+    torch.set_num_threads(1)
+    fld = Plate.open(str(store)).fields()[0]
+    meta = fld.meta()
+    volume = np.asarray(fld.image()[0, list(meta.channels).index("Hoechst")])
+    model, card = load_model(default_model_path())
+    best = {"normalize_s": np.inf, "forward_s": np.inf, "instances_s": np.inf}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        normed = card.normalize(volume)[None]
+        t1 = time.perf_counter()
+        probs = predict_volume(model, normed, tile=inference_tile(card, normed.shape[1:]), overlap=0.25, device="cpu")
+        t2 = time.perf_counter()
+        label_with(probs, card.labeling, meta.voxel_size)
+        t3 = time.perf_counter()
+        for key, value in zip(best, (t1 - t0, t2 - t1, t3 - t2)):
+            best[key] = min(best[key], value)
+    best["voxels"] = float(volume.size)
+    return best
+
+
+def store_bytes(store: Path, timepoints: int) -> dict[str, float]:
+    """Stored megabytes per time point of each image of a local store (and files per time point)."""
+    from pipeline.io.plate import Plate
+
+    groups = {"raw": ("0", "done"), "preprocessed": ("preprocessed",), "labels": ("labels/nuclei",), "tables": ("tables",)}
+    out: dict[str, float] = {}
+    files = 0
+    for fld in Plate.open(str(store)).fields():
+        for name, subs in groups.items():
+            paths = [p for sub in subs if (store / fld.path / sub).exists() for p in (store / fld.path / sub).rglob("*") if p.is_file()]
+            out[name] = out.get(name, 0.0) + sum(p.stat().st_size for p in paths) / 1e6 / timepoints
+            files += len(paths)
+    out["files"] = files / timepoints
+    return out
 
 
 def same_outputs(a: Path, b: Path) -> bool:
@@ -159,6 +248,8 @@ def main() -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(21, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--configs", default="local-1,slurm-1,local-2,slurm-2")
     parser.add_argument("--keep", type=Path, default=None, help="Work in this folder and keep it (default: a temporary one).")
+    parser.add_argument("--scheduler", type=int, default=0, metavar="N", help="Also time N no-op stage tasks through one local scheduler.")
+    parser.add_argument("--split", action="store_true", help="Also split one volume's segmentation into the U-Net's forward pass and the rest (1 thread).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -177,12 +268,16 @@ def main() -> int:
     if reason and any(c.startswith("slurm") for c in configs):
         LOG.info("leaving out the SLURM configurations: %s", reason)
         configs = [c for c in configs if not c.startswith("slurm")]
+    load_before = os.getloadavg()
     probe_before = cpu_scaling()
     results = {}
     for name in configs:
         kind, workers = name.split("-")
         results[name] = run_config(name, cluster_yaml(kind, int(workers), folder), raw, folder, timepoints, volumes, args.wells)
     probe_after = cpu_scaling()
+    split = segment_split(Path(results[configs[0]]["store"])) if args.split else None
+    load = scheduler_load(args.scheduler) if args.scheduler else None
+    sizes = store_bytes(Path(results[configs[0]]["store"]), timepoints)
 
     first = configs[0]
     identical = all(same_outputs(Path(results[first]["store"]), Path(results[c]["store"])) for c in configs[1:])
@@ -194,7 +289,7 @@ def main() -> int:
             overhead[name] = {s: results[name]["stages"][s]["wall_s"] - results[twin]["stages"][s]["wall_s"] for s in STAGES if s != "track"}
 
     print(f"\n{args.wells} well(s) x {args.timepoints} time point(s) of 3 x {' x '.join(map(str, args.shape))} uint16 ({timepoints} time points, {volumes} volumes)")
-    print(f"CPU probe (2 processes vs 1): {probe_before:.2f}x before, {probe_after:.2f}x after\n")
+    print(f"CPU probe (2 processes vs 1): {probe_before:.2f}x before, {probe_after:.2f}x after; load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     header = f"{'stage':<11}" + "".join(f"{c:>22}" for c in configs)
     print("wall s (stage s) per configuration")
     print(header)
@@ -204,9 +299,24 @@ def main() -> int:
     print(header)
     for stage in STAGES:
         print(f"{stage:<11}" + "".join(f"{results[c]['stages'][stage]['worker_s_per_timepoint']:>22.2f}" for c in configs))
+    print("\nCPU seconds per time point used by the local workers (not the SLURM ones; track: the command's children, if any)")
+    print(header)
+    for stage in STAGES:
+        print(f"{stage:<11}" + "".join(f"{results[c]['stages'][stage]['worker_cpu_s_per_timepoint']:>22.2f}" for c in configs))
+    print("\npeak RSS of a local worker process, MB")
+    print(header)
+    for stage in STAGES:
+        print(f"{stage:<11}" + "".join(f"{results[c]['stages'][stage]['worker_peak_mb']:>22.0f}" for c in configs))
     for name, by_stage in overhead.items():
         print(f"\nSLURM overhead {name} vs local-{name.split('-')[1]} (wall s): " + ", ".join(f"{s} {v:+.1f}" for s, v in by_stage.items())
               + f"; total {sum(by_stage.values()):+.1f} s")
+    if split:
+        print(f"\nsegmentation of one time point, 1 CPU thread: normalise {split['normalize_s']:.2f} s, "
+              f"U-Net forward {split['forward_s']:.1f} s, instances {split['instances_s']:.1f} s ({split['voxels'] / 1e6:.1f} M voxels)")
+    if load:
+        print(f"\nscheduler: {load['tasks']} no-op stage tasks in {load['seconds']:.1f} s ({load['tasks_per_s']:.0f} tasks/s on 2 workers), "
+              f"client + scheduler memory +{load['client_and_scheduler_growth_mb']:.0f} MB while held")
+    print("\nstored MB per time point: " + ", ".join(f"{k} {v:.2f}" for k, v in sizes.items()))
     verdict = "PASS" if identical else "FAIL"
     print(f"\n{verdict}: labels and tables of {', '.join(configs[1:]) or 'no other configuration'} {'equal' if identical else 'DIFFER from'} {first}'s bit for bit")
 
@@ -214,10 +324,13 @@ def main() -> int:
     record = {
         "benchmark": "scale",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(), "cpu_probe": [probe_before, probe_after]},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg(), "cpu_probe": [probe_before, probe_after]},
         "data": {"wells": args.wells, "timepoints": args.timepoints, "shape": list(args.shape), "timepoints_total": timepoints, "volumes": volumes},
         "configs": results,
         "slurm_overhead_s": overhead,
+        "segment_split_s": split,
+        "scheduler_load": load,
+        "stored_mb_per_timepoint": sizes,
         "identical": identical,
         "verdict": verdict,
     }

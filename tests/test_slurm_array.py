@@ -1,6 +1,7 @@
-"""A campaign as a SLURM job array on the dev SLURM (deploy/slurm/array.sh): layout, one task per
-part of the wells with a local cluster in its allocation, then the finishing job; the store equals
-a local run of the same stages, and the finishing job redoes no volume."""
+"""A campaign as SLURM job arrays on the dev SLURM (deploy/slurm/array.sh): layout, one task per
+part of the wells with a local cluster in its allocation, the cell-cycle thresholds fitted over all
+wells, then tracking as a second array; the store equals a local run of the same stages, and the
+classify job measures no volume again."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def read_logs(folder: Path) -> str:
     return "\n".join(f"== {p.name}\n{p.read_text()}" for p in sorted(folder.glob("*.out")))
 
 
-def test_a_job_array_fills_the_store_as_one_run_would(tmp_path):
+def test_job_arrays_fill_the_store_as_one_run_would(tmp_path):
     reason = _controller()
     if reason:
         pytest.skip(reason)
@@ -59,7 +60,7 @@ def test_a_job_array_fills_the_store_as_one_run_would(tmp_path):
     )
     assert submitted.returncode == 0, submitted.stderr
     ids = [w.rstrip(",") for w in submitted.stdout.split() if w.rstrip(",").isdigit()]
-    assert len(ids) == 3, submitted.stdout
+    assert len(ids) == 4, submitted.stdout
     # the local reference meanwhile (the array's tasks wait for the layout job)
     for stage in STAGES:
         result = subprocess.run([*SPHEROID, "-q", *stage, "-w", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -68,14 +69,14 @@ def test_a_job_array_fills_the_store_as_one_run_would(tmp_path):
     wait_for_jobs(ids, logs)
 
     text = read_logs(logs)
-    parts = {p.name: p.read_text() for p in logs.glob("spheroid-part-*.out")}
-    assert len(parts) == 2, text[-4000:]
-    assert all("done (slice)" in log for log in parts.values()), text[-4000:]
-    # part 0 of 2 holds two of the three wells, part 1 the third
-    assert sorted(int(next(line for line in log.splitlines() if line.startswith("segmented ")).split()[1]) for log in parts.values()) == [3, 6]
-    finish = next(p.read_text() for p in logs.glob("spheroid-finish-*.out"))
-    assert "done (whole)" in finish, finish[-4000:]
-    assert "segmented 0 volume(s) (9 already done)" in finish and "measured 0 time point(s) (9 already done)" in finish, finish[-4000:]
+    logs_of = lambda name: [p.read_text() for p in sorted(logs.glob(f"spheroid-{name}-*.out"))]  # noqa: E731
+    parts, tracks, classify = logs_of("part"), logs_of("track"), logs_of("classify")
+    assert len(parts) == len(tracks) == 2 and len(classify) == 1, text[-4000:]
+    assert all("done (part)" in log for log in parts) and all("done (track)" in log for log in tracks), text[-4000:]
+    # part 0 of 2 holds two of the three wells, part 1 the third, for segmentation and tracking alike
+    counts = lambda logs, word: sorted(int(next(line for line in log.splitlines() if line.startswith(word)).split()[1]) for log in logs)  # noqa: E731
+    assert counts(parts, "segmented ") == [3, 6] and counts(tracks, "tracked ") == [1, 2], text[-4000:]
+    assert "measured 0 time point(s) (9 already done)" in classify[0] and "done (classify)" in classify[0], classify[0][-4000:]
 
     ours, theirs = Plate.open(str(tmp_path / "local.zarr")), Plate.open(str(tmp_path / "s.zarr"))
     assert [str(f) for f in theirs.fields()] == ["B2/0", "B3/0", "C4/0"]

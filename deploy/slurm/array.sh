@@ -4,19 +4,20 @@
 #   deploy/slurm/array.sh RAW STORE TASKS [sbatch options...]
 #   deploy/slurm/array.sh /data/screen1/raw /scratch/$USER/screen1.zarr 16 --partition=cpu --cpus-per-task=8 --mem=32G
 #
-# Three submissions, each waiting for the one before to succeed (afterok):
+# Four submissions, each waiting for the one before to succeed (afterok):
 # 1. layout: `spheroid convert RAW --out STORE --layout-only` makes the store with every field (and
 #    reads every input file's header) once, so that the tasks never race to create it;
-# 2. the array, TASKS tasks: task I takes part I/TASKS of the fields (wells) in plate order and runs
-#    convert, preprocess, segment and the cell-cycle measurement on it with a local Dask cluster of
-#    --cpus-per-task workers inside its own allocation (deploy/slurm/pipeline.sbatch, "slice");
-# 3. finish: pipeline.sbatch over the whole store with a local cluster: every volume is found done
-#    and skipped, the cell-cycle thresholds are fitted over all wells, nuclei are tracked.
-# The sbatch options given here apply to all three (the array's tasks are the ones that need them).
-# A task that fails is resubmitted alone with the same part count, e.g. task 3 of 16:
+# 2. parts, an array of TASKS tasks: task I takes part I/TASKS of the fields (wells) in plate order
+#    and runs convert, preprocess, segment and the cell-cycle measurement on it with a local Dask
+#    cluster of --cpus-per-task workers inside its own allocation;
+# 3. classify: the cell-cycle thresholds fitted over all wells at once, every nucleus table written;
+# 4. track, an array of TASKS tasks: each tracks the nuclei of its part of the fields.
+# All run deploy/slurm/pipeline.sbatch (steps layout, part, classify, track). The sbatch options
+# given here apply to all four (the parts are the ones that need them).
+# A task that fails is resubmitted alone with the same part count, e.g. part 3 of 16:
 #   sbatch --array=3 --export=ALL,SPHEROID_SLICES=16,SPHEROID_REPO=$PWD deploy/slurm/pipeline.sbatch RAW STORE
-# and the finish job then with  sbatch --export=ALL,SPHEROID_CLUSTER=configs/cluster-local.yaml ...
-# Prints the three job ids. Environment settings: see pipeline.sbatch (SPHEROID_CONFIGS, SPHEROID_SIF...).
+# followed by the classify job and the track array (SPHEROID_STEP=classify, then SPHEROID_STEP=track).
+# Prints the job ids. Environment settings: see pipeline.sbatch (SPHEROID_CONFIGS, SPHEROID_SIF...).
 set -euo pipefail
 
 RAW=${1:?usage: array.sh RAW STORE TASKS [sbatch options...]}
@@ -32,8 +33,10 @@ unset SPHEROID_STEP  # each submission says which step it is
 submit() { sbatch --parsable "$@" | cut -d';' -f1; }
 
 layout=$(submit --job-name=spheroid-layout --export=ALL,SPHEROID_STEP=layout "$@" "$SCRIPT" "$RAW" "$STORE")
-array=$(submit --job-name=spheroid-part --array="0-$((TASKS - 1))" --dependency="afterok:$layout" \
-    --export="ALL,SPHEROID_SLICES=$TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
-finish=$(submit --job-name=spheroid-finish --dependency="afterok:$array" \
-    --export="ALL,SPHEROID_STEP=whole,SPHEROID_CLUSTER=$REPO/configs/cluster-local.yaml" "$@" "$SCRIPT" "$RAW" "$STORE")
-echo "layout job $layout, array job $array ($TASKS tasks), finish job $finish"
+parts=$(submit --job-name=spheroid-part --array="0-$((TASKS - 1))" --dependency="afterok:$layout" \
+    --export="ALL,SPHEROID_STEP=part,SPHEROID_SLICES=$TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
+classify=$(submit --job-name=spheroid-classify --dependency="afterok:$parts" \
+    --export="ALL,SPHEROID_STEP=classify" "$@" "$SCRIPT" "$RAW" "$STORE")
+track=$(submit --job-name=spheroid-track --array="0-$((TASKS - 1))" --dependency="afterok:$classify" \
+    --export="ALL,SPHEROID_STEP=track,SPHEROID_SLICES=$TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
+echo "layout job $layout, parts array $parts ($TASKS tasks), classify job $classify, track array $track"

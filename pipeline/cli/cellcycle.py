@@ -96,8 +96,9 @@ def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, pa
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="One-off form: CSV to write (t, label, track_id, parent_track_id).")
 @voxel_option
 @field_option
+@slice_option
 @storage_option
-def track(target, config, out, voxel_size, fields, storage_options):
+def track(target, config, out, voxel_size, fields, part, storage_options):
     """Link nuclei over time (divisions, gaps, appearances) and write track ids.
 
     STORE form: `spheroid track STORE` reads each field's tables/nuclei.parquet (from
@@ -117,5 +118,8 @@ def track(target, config, out, voxel_size, fields, storage_options):
     from pipeline.io.plate import Plate
 
     plate = Plate.open(target, mode="r+", storage_options=parse_storage_options(storage_options))
-    summary = run_track(plate, config, fields=fields or None, progress=not progress_disabled())
+    selected = fields_for(plate, fields, part)
+    if selected == []:
+        return
+    summary = run_track(plate, config, fields=selected, progress=not progress_disabled())
     click.echo(f"tracked {len(summary['fields'])} field(s): {summary['nuclei']} nuclei in {summary['tracks']} tracks, {summary['divisions']} divisions ({summary['seconds']:.1f} s)")
