@@ -211,9 +211,19 @@ fi
 
 log "building $TAG (inputs $INPUTS) on $BASE"
 start=$(date +%s)
-podman build --layers --pull=never "${MOUNTS[@]}" "${ARGS[@]}" \
+podman build --layers --pull=never "${MOUNTS[@]}" "${ARGS[@]}" --build-arg "SOURCE=$INPUTS" \
     --label "org.spheroid.inputs=$INPUTS" --label "org.opencontainers.image.version=$VERSION" \
     -f "$CTX/Containerfile" -t "$TAG" "$CTX"
+# the package in the image must be the one in the context (a stale cached layer would not be)
+HASH_PY='import hashlib, pathlib, sys
+root = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__import__("pipeline").__file__).parent
+print(hashlib.sha256(b"".join(str(p.relative_to(root)).encode() + p.read_bytes() for p in sorted(root.rglob("*.py")))).hexdigest())'
+inside=$(podman run --rm --network none --entrypoint python "$TAG" -c "$HASH_PY")
+if [[ $inside != "$(python3 -c "$HASH_PY" "$CTX/pipeline")" ]]; then
+    log "the image's pipeline package differs from the source it was built from (a stale layer?); rebuild with --force"
+    podman rmi "$TAG" >/dev/null 2>&1 || true
+    exit 1
+fi
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
 log "built $TAG in $(( $(date +%s) - start )) s; image size $(awk -v s="$size" 'BEGIN {printf "%.0f MB", s/1e6}')"
 # dangling layers of earlier builds of this tag

@@ -89,3 +89,37 @@ def test_the_pipeline_runs_in_the_image_on_a_mounted_folder(image, tmp_path):
         assert b.is_complete("nuclei", label=True)
         np.testing.assert_array_equal(a.labels("nuclei")[:], b.labels("nuclei")[:])
         assert b.labels("nuclei")[:].max() > 0
+
+
+@pytest.mark.slurm
+def test_slurm_workers_run_in_the_image(image, tmp_path):
+    """The image as the Dask workers' python on the dev SLURM (as `apptainer exec ... python` is on
+    a site; here podman, the same image): segment with its worker job running inside the image,
+    the driver outside, and the labels equal a local run's."""
+    from test_slurm import PARTITION, _controller
+
+    reason = _controller()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("dask_jobqueue")
+    for stage in STAGES:
+        result = subprocess.run([*SPHEROID, "-q", *stage], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (stage, result.stderr[-3000:])
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "w.zarr")
+    for fld in Plate.open(str(tmp_path / "w.zarr")).fields():
+        shutil.rmtree(tmp_path / "w.zarr" / fld.path / "labels")
+    # as apptainer exec does, the worker sees the folder at the same path and starts in the job's folder
+    python = f"podman run --rm --network host --user 0 --env 'DASK_*' --volume {tmp_path}:{tmp_path} --workdir {tmp_path} --entrypoint python {image}"
+    (tmp_path / "cluster.yaml").write_text(
+        "kind: slurm\n"
+        f"slurm:\n  queue: {PARTITION}\n  jobs: 1\n  cores: 1\n  processes: 1\n  memory: 3GB\n  walltime: '00:20:00'\n"
+        f"  interface: lo\n  log_directory: {tmp_path / 'logs'}\n  python: \"{python}\"\n"
+    )
+    result = subprocess.run(
+        [*SPHEROID, "-v", "--cluster", "cluster.yaml", "segment", "w.zarr"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=podman_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--entrypoint python {image} -m distributed.cli.dask_worker" in result.stderr  # the job script, logged with -v
+    for a, b in zip(Plate.open(str(tmp_path / "s.zarr")).fields(), Plate.open(str(tmp_path / "w.zarr")).fields()):
+        assert b.is_complete("nuclei", label=True)
+        np.testing.assert_array_equal(a.labels("nuclei")[:], b.labels("nuclei")[:])
