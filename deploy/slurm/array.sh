@@ -11,7 +11,8 @@
 #    and runs convert, preprocess, segment and the cell-cycle measurement on it with a local Dask
 #    cluster of --cpus-per-task workers inside its own allocation;
 # 3. classify: the cell-cycle thresholds fitted over all wells at once, every nucleus table written;
-# 4. track, an array of TASKS tasks: each tracks the nuclei of its part of the fields.
+# 4. track, an array of SPHEROID_TRACK_TASKS (default TASKS) tasks: each tracks the nuclei of its part
+#    of the fields (tracking is one process per field: up to one task per field pays off).
 # All run deploy/slurm/pipeline.sbatch (steps layout, part, classify, track). The sbatch options
 # given here apply to all four (the parts are the ones that need them).
 # A task that fails is resubmitted alone with the same part count, e.g. part 3 of 16:
@@ -37,6 +38,7 @@ parts=$(submit --job-name=spheroid-part --array="0-$((TASKS - 1))" --dependency=
     --export="ALL,SPHEROID_STEP=part,SPHEROID_SLICES=$TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
 classify=$(submit --job-name=spheroid-classify --dependency="afterok:$parts" \
     --export="ALL,SPHEROID_STEP=classify" "$@" "$SCRIPT" "$RAW" "$STORE")
-track=$(submit --job-name=spheroid-track --array="0-$((TASKS - 1))" --dependency="afterok:$classify" \
-    --export="ALL,SPHEROID_STEP=track,SPHEROID_SLICES=$TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
-echo "layout job $layout, parts array $parts ($TASKS tasks), classify job $classify, track array $track"
+TRACK_TASKS=${SPHEROID_TRACK_TASKS:-$TASKS}
+track=$(submit --job-name=spheroid-track --array="0-$((TRACK_TASKS - 1))" --dependency="afterok:$classify" \
+    --export="ALL,SPHEROID_STEP=track,SPHEROID_SLICES=$TRACK_TASKS" "$@" "$SCRIPT" "$RAW" "$STORE")
+echo "layout job $layout, parts array $parts ($TASKS tasks), classify job $classify, track array $track ($TRACK_TASKS tasks)"
