@@ -80,7 +80,7 @@ def slurm_reason() -> str | None:
     return None
 
 
-def stage_command(stage: str, store: Path, raw: Path) -> list[str]:
+def stage_command(stage: str, store: Path | str, raw: Path) -> list[str]:
     if stage == "convert":
         return ["convert", str(raw), "--out", str(store)]
     return [stage, str(store)]
@@ -175,14 +175,87 @@ def scheduler_load(n: int) -> dict[str, float]:
             if i % 1000 == 0:
                 peak.append(me.memory_info().rss)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         run_tasks(client, _noop, tasks, desc="scheduler", progress=False, location=location, on_result=sample)
-        seconds = time.perf_counter() - start
-    return {"tasks": n, "seconds": seconds, "tasks_per_s": n / seconds, "client_and_scheduler_growth_mb": (max(peak) - before) / 1e6}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"tasks": n, "seconds": seconds, "tasks_per_s": n / seconds, "client_and_scheduler_cpu_ms_per_task": 1e3 * cpu / n,
+            "client_and_scheduler_growth_mb": (max(peak) - before) / 1e6}
+
+
+def classify_cost(store: Path, rows: int) -> dict[str, float]:
+    """The classify step at ``rows`` nuclei: the measured nuclei of ``store`` repeated (with a
+    little noise, so that the thresholds see distinct values) into one table of ``rows`` rows, then
+    what ``spheroid cellcycle`` does on its client: the phase model fitted over all of them and
+    applied. Seconds of each and the table's memory."""
+    from pipeline.cellcycle.model import apply_phase_model, fit_phase_model
+    from pipeline.cellcycle.runner import read_parts
+    from pipeline.config.cellcycle import CellcycleConfig
+    from pipeline.io.plate import Plate
+
+    import pandas as pd
+
+    parts = pd.concat([read_parts(f, "nuclei") for f in Plate.open(str(store)).fields()], ignore_index=True)
+    table = parts.iloc[np.resize(np.arange(len(parts)), rows)].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    for column in [c for c in table.columns if c.endswith(("_mean", "_median", "_integrated"))]:
+        table[column] = table[column] * rng.uniform(0.97, 1.03, rows)
+    config = CellcycleConfig()
+    roles = config.channels.model_copy(update={k: (v.lower() if isinstance(v, str) else v) for k, v in config.channels.model_dump().items()})
+    config = config.model_copy(update={"channels": roles})
+    start = time.perf_counter()
+    model = fit_phase_model(table, config)
+    fitted = time.perf_counter()
+    apply_phase_model(table, model)
+    applied = time.perf_counter()
+    return {"rows": rows, "fit_s": fitted - start, "apply_s": applied - fitted, "table_mb": table.memory_usage(deep=True).sum() / 1e6}
+
+
+def s3_requests(raw: Path, folder: Path, timepoints: int) -> dict[str, dict[str, float]]:
+    """Requests per time point that each stage makes to an object store: the stages run with a
+    local cluster of one worker against a real S3 server on 127.0.0.1 (moto; every request it
+    serves is counted by HTTP method)."""
+    import collections
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    counts: collections.Counter = collections.Counter()
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            match = re.search(r'"(GET|PUT|HEAD|POST|DELETE) ', record.getMessage())
+            if match:
+                counts[match.group(1)] += 1
+
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.addHandler(Count())
+    werkzeug.propagate = False
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        keys = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+        env = {**os.environ, **keys}
+        store = "s3://bench/exp.zarr"
+        out = {}
+        for stage in STAGES:
+            counts.clear()
+            command = stage_command(stage, store, raw)  # type: ignore[arg-type]
+            workers = [] if stage == "track" else ["-w", "1"]
+            result = subprocess.run([*SPHEROID, "-q", *command, *workers, "--storage-option", f"endpoint_url={endpoint}"], cwd=folder, capture_output=True, text=True, env=env)
+            if result.returncode != 0:
+                raise SystemExit(f"s3 {stage} failed:\n{result.stderr[-3000:]}")
+            out[stage] = {method: n / timepoints for method, n in sorted(counts.items())}
+            out[stage]["total"] = sum(counts.values()) / timepoints
+        return out
+    finally:
+        server.stop()
 
 
 def segment_split(store: Path, repeat: int = 2) -> dict[str, float]:
-    """Seconds of one time point's segmentation on one CPU thread, split into the U-Net's forward
+    """CPU seconds of one time point's segmentation on one CPU thread, split into the U-Net's forward
     pass (what a GPU takes over) and the rest (normalisation, watershed into instances: CPU work
     on any node), measured in this process on the first volume of ``store``; best of ``repeat``."""
     import torch
@@ -199,14 +272,15 @@ def segment_split(store: Path, repeat: int = 2) -> dict[str, float]:
     volume = np.asarray(fld.image()[0, list(meta.channels).index("Hoechst")])
     model, card = load_model(default_model_path())
     best = {"normalize_s": np.inf, "forward_s": np.inf, "instances_s": np.inf}
+    clock = time.process_time  # CPU seconds of this (single-threaded) process: not inflated by other load
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         normed = card.normalize(volume)[None]
-        t1 = time.perf_counter()
+        t1 = clock()
         probs = predict_volume(model, normed, tile=inference_tile(card, normed.shape[1:]), overlap=0.25, device="cpu")
-        t2 = time.perf_counter()
+        t2 = clock()
         label_with(probs, card.labeling, meta.voxel_size)
-        t3 = time.perf_counter()
+        t3 = clock()
         for key, value in zip(best, (t1 - t0, t2 - t1, t3 - t2)):
             best[key] = min(best[key], value)
     best["voxels"] = float(volume.size)
@@ -249,9 +323,13 @@ def main() -> int:
     parser.add_argument("--configs", default="local-1,slurm-1,local-2,slurm-2")
     parser.add_argument("--keep", type=Path, default=None, help="Work in this folder and keep it (default: a temporary one).")
     parser.add_argument("--scheduler", type=int, default=0, metavar="N", help="Also time N no-op stage tasks through one local scheduler.")
+    parser.add_argument("--classify", type=int, default=0, metavar="ROWS", help="Also time the cell-cycle fit and call over ROWS nuclei.")
+    parser.add_argument("--s3", action="store_true", help="Also count each stage's requests to an S3 server (moto) per time point.")
     parser.add_argument("--split", action="store_true", help="Also split one volume's segmentation into the U-Net's forward pass and the rest (1 thread).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("distributed", "werkzeug", "botocore", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy != "werkzeug" else logging.INFO)
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="spheroid-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,6 +355,8 @@ def main() -> int:
     probe_after = cpu_scaling()
     split = segment_split(Path(results[configs[0]]["store"])) if args.split else None
     load = scheduler_load(args.scheduler) if args.scheduler else None
+    requests = s3_requests(raw, folder, timepoints) if args.s3 else None
+    classify = classify_cost(Path(results[configs[0]]["store"]), args.classify) if args.classify else None
     sizes = store_bytes(Path(results[configs[0]]["store"]), timepoints)
 
     first = configs[0]
@@ -315,7 +395,14 @@ def main() -> int:
               f"U-Net forward {split['forward_s']:.1f} s, instances {split['instances_s']:.1f} s ({split['voxels'] / 1e6:.1f} M voxels)")
     if load:
         print(f"\nscheduler: {load['tasks']} no-op stage tasks in {load['seconds']:.1f} s ({load['tasks_per_s']:.0f} tasks/s on 2 workers), "
-              f"client + scheduler memory +{load['client_and_scheduler_growth_mb']:.0f} MB while held")
+              f"client + scheduler {load['client_and_scheduler_cpu_ms_per_task']:.2f} CPU-ms per task, memory +{load['client_and_scheduler_growth_mb']:.0f} MB while held")
+    if classify:
+        print(f"\ncell-cycle classify over {classify['rows']:,} nuclei (client side): fit {classify['fit_s']:.1f} s, "
+              f"call {classify['apply_s']:.1f} s, table {classify['table_mb']:.0f} MB")
+    if requests:
+        print("\nS3 requests per time point (one worker; a time point = 3 volumes):")
+        for stage, by_method in requests.items():
+            print(f"  {stage:<11}" + ", ".join(f"{m} {n:.1f}" for m, n in by_method.items()))
     print("\nstored MB per time point: " + ", ".join(f"{k} {v:.2f}" for k, v in sizes.items()))
     verdict = "PASS" if identical else "FAIL"
     print(f"\n{verdict}: labels and tables of {', '.join(configs[1:]) or 'no other configuration'} {'equal' if identical else 'DIFFER from'} {first}'s bit for bit")
@@ -330,6 +417,8 @@ def main() -> int:
         "slurm_overhead_s": overhead,
         "segment_split_s": split,
         "scheduler_load": load,
+        "classify": classify,
+        "s3_requests_per_timepoint": requests,
         "stored_mb_per_timepoint": sizes,
         "identical": identical,
         "verdict": verdict,

@@ -71,7 +71,7 @@ def finished_chunks(store: Path) -> dict[str, int]:
         for name, is_label in images_of(fld):
             array = store / (fld.label_path(name) if is_label else fld.image_path(name)) / "0" / "c"
             for t, c in np.argwhere(fld.done(name, label=is_label)):
-                folder = array / str(t) / str(c)
+                folder = array / str(t) if is_label else array / str(t) / str(c)  # labels are t, z, y, x
                 out.update({str(p.relative_to(store)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()})
     return out
 
