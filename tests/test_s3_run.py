@@ -1,8 +1,8 @@
 """A whole run with the store on S3: a real S3 server on 127.0.0.1 (moto) enforcing IAM policies.
 
-The stages run as real ``spheroid`` processes that take their credentials from the
-environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or from fsspec's configuration
-file, never from the command line. The secret must appear in no output: not in the objects of
+The stages run as real ``spheroid`` processes that take their credentials from the experiment
+file (``storage_options``), the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or
+fsspec's configuration file, never from the command line. The secret must appear in no output: not in the objects of
 the store (metadata, provenance, tables), not in a file written beside it, not in anything the
 commands print, even with ``-v`` (logs, worker logs, tracebacks). A user allowed to read but
 not to write chunks gets one line naming the store and the denial, and no volume marked done.
@@ -121,52 +121,62 @@ def assert_secret_nowhere(secrets: list[str], texts: list[str], objects: dict[st
                 assert needle not in parquet_metadata(data), f"a secret is in the metadata of {name}"
 
 
+def experiment_file(folder: Path, store: str, raw: Path, **extra) -> Path:
+    """An experiment file for ``spheroid run``: two wells of the synthetic plate, every stage."""
+    document = {
+        "name": "s3 run",
+        "store": store,
+        "raw": {"inputs": [str(raw)]},
+        "plate": {"B2": {"control": True}, "C3": {"condition": "other"}},
+        "cluster": {"n_workers": 2, "memory_limit": "3GB"},
+        **extra,
+    }
+    path = folder / f"experiment-{len(list(folder.glob('experiment-*.yaml')))}.yaml"
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The same small experiment run with a local store: what the S3 run must equal."""
+    """The same small experiment through `spheroid run` with a local store: what the S3 run must equal."""
     root = tmp_path_factory.mktemp("s3-local")
     run = Runs(root)
     env = clean_env()
     assert run("-q", "synth", "d", "--timepoints", "3", "--shape", "8", "96", "96", "--wells", "B2,C3", env=env).returncode == 0
-    for stage in (("convert", "d/raw", "--out", "exp.zarr"), ("preprocess", "exp.zarr"), ("segment", "exp.zarr"), ("cellcycle", "exp.zarr"), ("track", "exp.zarr")):
-        result = run("-q", *stage, "-w", "2", env=env) if stage[0] != "track" else run("-q", *stage, env=env)
-        assert result.returncode == 0, result.stderr[-2000:]
+    result = run("-q", "run", experiment_file(root, str(root / "exp.zarr"), root / "d/raw"), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
     return root
 
 
 def test_a_whole_run_on_s3_keeps_credentials_out_of_every_output(s3, local_run, tmp_path):
-    """convert -> preprocess -> segment -> cellcycle -> track -> info/verify against S3 with -v,
-    credentials from the environment; then info with credentials from fsspec's config file. The
-    labels and tables equal the local run's; the secret is in no object, file or printed line."""
+    """`spheroid -v run` (convert -> preprocess -> segment -> cellcycle -> track -> report) with the
+    store on S3 and the credentials in the experiment file's storage_options; then info and verify
+    with the credentials from the environment, and info with them from fsspec's configuration
+    file. Labels and tables equal the local run's, the report is in the bucket, and the secret is
+    in no object, no file written beside the store and no printed line."""
     from pipeline.io.plate import Plate
     from pipeline.io.tables import read_table
 
     run = Runs(tmp_path)
     url = f"s3://{BUCKET}/exp.zarr"
+    keys = s3["keys"]["writer"]
+    options = {"key": keys["AWS_ACCESS_KEY_ID"], "secret": keys["AWS_SECRET_ACCESS_KEY"], "client_kwargs": {"endpoint_url": s3["endpoint"]}}
+    experiment = experiment_file(tmp_path, url, local_run / "d/raw", storage_options=options)
+    result = run("-v", "run", experiment, env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "report: s3://" in result.stdout, result.stdout[-2000:]
     endpoint = ("--storage-option", f"endpoint_url={s3['endpoint']}")
-    env = clean_env(**s3["keys"]["writer"])
-    stages = [
-        ("convert", local_run / "d/raw", "--out", url, "-w", "2"),
-        ("preprocess", url, "-w", "2"),
-        ("segment", url, "-w", "2"),
-        ("cellcycle", url, "-w", "2"),
-        ("track", url),
-        ("info", url),
-        ("verify", url),
-    ]
-    for stage in stages:
-        result = run("-v", *stage, *endpoint, env=env)
+    for command in (("info", url), ("verify", url)):
+        result = run("-v", *command, *endpoint, env=clean_env(**keys))
         assert result.returncode == 0, result.stderr[-3000:]
     # credentials from fsspec's configuration file instead of the environment
     conf = tmp_path / "fsspec"
     conf.mkdir()
-    keys = s3["keys"]["writer"]
-    (conf / "s3.json").write_text(json.dumps({"s3": {"key": keys["AWS_ACCESS_KEY_ID"], "secret": keys["AWS_SECRET_ACCESS_KEY"], "client_kwargs": {"endpoint_url": s3["endpoint"]}}}))
+    (conf / "s3.json").write_text(json.dumps({"s3": options}))
     result = run("-v", "info", url, "--json", env=clean_env(FSSPEC_CONFIG_DIR=str(conf)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert {img["name"]: img["complete"] for img in json.loads(result.stdout)["fields"][0]["images"]} == {"raw": True, "preprocessed": True, "labels/nuclei": True}
 
-    options = {"key": keys["AWS_ACCESS_KEY_ID"], "secret": keys["AWS_SECRET_ACCESS_KEY"], "client_kwargs": {"endpoint_url": s3["endpoint"]}}
     on_s3 = Plate.open(url, storage_options=options)
     local = Plate.open(str(local_run / "exp.zarr"))
     for a, b in zip(local.fields(), on_s3.fields()):
@@ -175,8 +185,12 @@ def test_a_whole_run_on_s3_keeps_credentials_out_of_every_output(s3, local_run, 
             expected, got = read_table(a, table), read_table(b, table)
             assert len(expected) > 0
             np.testing.assert_array_equal(expected.to_numpy(), got.to_numpy())
-    (conf / "s3.json").unlink()  # holds the secret on purpose: the one file allowed to
-    assert_secret_nowhere([keys["AWS_SECRET_ACCESS_KEY"]], run.printed, bucket_objects(s3, "exp.zarr"), tmp_path)
+    objects = bucket_objects(s3, "exp.zarr")
+    assert "exp.zarr/report/index.html" in objects and b"s3 run" in objects["exp.zarr/report/index.html"]
+    # the two files that hold the secret on purpose: the experiment file and fsspec's configuration
+    experiment.unlink()
+    (conf / "s3.json").unlink()
+    assert_secret_nowhere([keys["AWS_SECRET_ACCESS_KEY"]], run.printed, objects, tmp_path)
 
 
 def test_denied_writes_are_one_line_and_mark_nothing_done(s3, local_run, tmp_path):
