@@ -31,6 +31,16 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SPHEROID = [sys.executable, "-c", "from pipeline.cli.main import main; main()"]
 PIPELINE = ["bash", str(REPO / "deploy/slurm/pipeline.sbatch"), "d/raw", "s.zarr"]
+"""The stages one by one (the RAW STORE form)."""
+RUN = ["bash", str(REPO / "deploy/slurm/pipeline.sbatch"), "experiment.yaml"]
+"""``spheroid run`` of an experiment file (the form for experiments with a plate layout)."""
+EXPERIMENT = """# model: pipeline.config.experiment:ExperimentConfig
+name: faults
+store: s.zarr
+raw: {inputs: [d/raw]}
+plate: {B2: {control: true}, C3: {condition: other}}
+cluster: {n_workers: 2}
+"""
 
 
 def pipeline_env() -> dict:
@@ -45,6 +55,7 @@ def reference(tmp_path_factory) -> Path:
     assert subprocess.run([*SPHEROID, "-q", "synth", "d", "--timepoints", "4", "--shape", "8", "96", "96", "--wells", "B2,C3"], cwd=root).returncode == 0
     result = subprocess.run(PIPELINE, cwd=root, capture_output=True, text=True, env=pipeline_env(), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # e.g. zarr's about tables/ in `spheroid info`
     return root
 
 
@@ -114,12 +125,15 @@ def test_a_worker_killed_mid_stage_is_replaced_and_the_outputs_are_unchanged(ref
 
 
 def test_the_whole_run_killed_and_rerun_redoes_nothing_finished(reference, tmp_path):
-    """deploy/slurm/pipeline.sbatch killed with SIGKILL (every process of the run at once) in the
-    middle of segmentation, then run again: no volume finished before the kill is written again,
-    the store verifies clean, and every image, label and table equals the undisturbed run's."""
+    """deploy/slurm/pipeline.sbatch EXPERIMENT.yaml (`spheroid run`) killed with SIGKILL (every
+    process of the run at once) in the middle of segmentation, then run again: no volume finished
+    before the kill is written again, the store verifies clean, every image, label and table
+    equals the undisturbed run's (made stage by stage, the RAW STORE form), and the report is there."""
     shutil.copytree(reference / "d", tmp_path / "d")
+    (tmp_path / "experiment.yaml").write_text(EXPERIMENT)
     store = tmp_path / "s.zarr"
-    proc = subprocess.Popen(PIPELINE, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pipeline_env(), start_new_session=True)
+    env = {k: v for k, v in pipeline_env().items() if k != "SPHEROID_CLUSTER"}  # the experiment's cluster
+    proc = subprocess.Popen(RUN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         wait_until(lambda: done_count(store, "nuclei", True) >= 2, proc, "two volumes were segmented")
         os.killpg(proc.pid, signal.SIGKILL)
@@ -134,11 +148,11 @@ def test_the_whole_run_killed_and_rerun_redoes_nothing_finished(reference, tmp_p
     assert 2 <= segmented < 8
     kept = finished_chunks(store)
 
-    result = subprocess.run(PIPELINE, cwd=tmp_path, capture_output=True, text=True, env=pipeline_env(), timeout=900)
+    result = subprocess.run(RUN, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"segmented {8 - segmented} volume(s) ({segmented} already done)" in result.stdout, result.stdout[-3000:]
-    assert "wrote 0 volume(s)" in result.stdout and "preprocessed 0 volume(s)" in result.stdout, result.stdout[-3000:]
-    assert "Warning" not in result.stderr, result.stderr[-3000:]  # e.g. zarr's about tables/ in `spheroid info`
+    assert "already done: convert, preprocess" in result.stdout and "ran: segment" in result.stdout, result.stdout[-3000:]
+    assert f"segmented {8 - segmented} volume(s) in" in result.stderr, result.stderr[-3000:]  # -v: the stage's own log line
+    assert (store / "report/index.html").is_file()
     after = finished_chunks(store)
     assert kept and {k: after.get(k) for k in kept} == kept  # nothing finished was written again
     verify = subprocess.run([*SPHEROID, "verify", str(store)], capture_output=True, text=True, timeout=300)

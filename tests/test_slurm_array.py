@@ -1,7 +1,7 @@
 """A campaign as SLURM job arrays on the dev SLURM (deploy/slurm/array.sh): layout, one task per
 part of the wells with a local cluster in its allocation, the cell-cycle thresholds fitted over all
-wells, then tracking as a second array; the store equals a local run of the same stages, and the
-classify job measures no volume again."""
+wells, tracking as a second array, the report; the store equals a local run of the same stages,
+and the classify job measures no volume again."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_job_arrays_fill_the_store_as_one_run_would(tmp_path):
     )
     assert submitted.returncode == 0, submitted.stderr
     ids = [w.rstrip(",") for w in submitted.stdout.split() if w.rstrip(",").isdigit()]
-    assert len(ids) == 4, submitted.stdout
+    assert len(ids) == 5, submitted.stdout
     # the local reference meanwhile (the array's tasks wait for the layout job)
     for stage in STAGES:
         result = subprocess.run([*SPHEROID, "-q", *stage, "-w", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -77,6 +77,7 @@ def test_job_arrays_fill_the_store_as_one_run_would(tmp_path):
     counts = lambda logs, word: sorted(int(next(line for line in log.splitlines() if line.startswith(word)).split()[1]) for log in logs)  # noqa: E731
     assert counts(parts, "segmented ") == [3, 6] and counts(tracks, "tracked ") == [1, 2], text[-4000:]
     assert "measured 0 time point(s) (9 already done)" in classify[0] and "done (classify)" in classify[0], classify[0][-4000:]
+    assert "done (report)" in logs_of("report")[0] and (tmp_path / "s.zarr/report/index.html").is_file()
 
     ours, theirs = Plate.open(str(tmp_path / "local.zarr")), Plate.open(str(tmp_path / "s.zarr"))
     assert [str(f) for f in theirs.fields()] == ["B2/0", "B3/0", "C4/0"]
