@@ -184,6 +184,7 @@ def _slurm_cluster(config: ClusterConfig):
         walltime=s.walltime,
         interface=s.interface,
         local_directory=s.local_directory,
+        log_directory=s.log_directory,
         job_extra_directives=list(s.job_extra_directives),
         job_script_prologue=list(s.job_script_prologue) + _env_exports(quiet_settings(config)),
         python=s.python or sys.executable,

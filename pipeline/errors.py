@@ -90,6 +90,8 @@ def describe_storage_error(exc: BaseException) -> str:
         return f"{where}{exc.strerror}{hint}"
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else name
+    if isinstance(exc, PermissionError):  # s3fs: a 403 (AccessDenied, Forbidden) without errno
+        return f"permission denied by the storage ({text}): the credentials in use may not do this here"
     code = getattr(exc, "response", None)
     if isinstance(code, dict) and code.get("Error"):  # botocore ClientError: AccessDenied, NoSuchBucket...
         err = code["Error"]

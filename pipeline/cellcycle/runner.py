@@ -100,6 +100,7 @@ def _parts_folder(fld: Field, table: str) -> str:
 def _done_parts(fld: Field, table: str) -> set[int]:
     fs = _fs(fld.plate)
     folder = _parts_folder(fld, table)
+    fs.invalidate_cache(folder)  # parts are written by the workers: an object store's cached listing is stale
     if not fs.exists(folder):
         return set()
     names = [p.rsplit("/", 1)[1] for p in fs.ls(folder, detail=False)]

@@ -17,7 +17,9 @@ from pipeline.cli.options import (
     overwrite_option,
     parse_storage_options,
     progress_disabled,
+    fields_for,
     scheduler_option,
+    slice_option,
     storage_option,
     workers_option,
 )
@@ -48,11 +50,12 @@ def _one_off_out(out: Path | None, what: str) -> Path:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="One-off form: CSV to write.")
 @voxel_option
 @field_option
+@slice_option
 @overwrite_option
 @workers_option
 @scheduler_option
 @storage_option
-def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, overwrite, workers, scheduler, storage_options):
+def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, part, overwrite, workers, scheduler, storage_options):
     """FUCCI phase (G1, G1/S, S/G2/M, early-G1) with its confidence for every nucleus.
 
     STORE form: `spheroid cellcycle STORE` measures every field and time point of the
@@ -77,7 +80,10 @@ def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, ov
 
     config = apply_cluster_overrides(config, workers, scheduler)
     plate = Plate.open(target, mode="r+", storage_options=parse_storage_options(storage_options))
-    summary = run_cellcycle(plate, config, fields=fields or None, overwrite=overwrite, progress=not progress_disabled(), source=source)
+    selected = fields_for(plate, fields, part)
+    if selected == []:
+        return
+    summary = run_cellcycle(plate, config, fields=selected, overwrite=overwrite, progress=not progress_disabled(), source=source)
     click.echo(
         f"measured {summary['volumes']} time point(s) ({summary['skipped']} already done): "
         f"{summary['nuclei']} nuclei ({summary['dead']} dead) in {summary['seconds']:.1f} s"
@@ -90,8 +96,9 @@ def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, ov
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="One-off form: CSV to write (t, label, track_id, parent_track_id).")
 @voxel_option
 @field_option
+@slice_option
 @storage_option
-def track(target, config, out, voxel_size, fields, storage_options):
+def track(target, config, out, voxel_size, fields, part, storage_options):
     """Link nuclei over time (divisions, gaps, appearances) and write track ids.
 
     STORE form: `spheroid track STORE` reads each field's tables/nuclei.parquet (from
@@ -111,5 +118,8 @@ def track(target, config, out, voxel_size, fields, storage_options):
     from pipeline.io.plate import Plate
 
     plate = Plate.open(target, mode="r+", storage_options=parse_storage_options(storage_options))
-    summary = run_track(plate, config, fields=fields or None, progress=not progress_disabled())
+    selected = fields_for(plate, fields, part)
+    if selected == []:
+        return
+    summary = run_track(plate, config, fields=selected, progress=not progress_disabled())
     click.echo(f"tracked {len(summary['fields'])} field(s): {summary['nuclei']} nuclei in {summary['tracks']} tracks, {summary['divisions']} divisions ({summary['seconds']:.1f} s)")

@@ -16,6 +16,7 @@ from pipeline.cli.options import (
     parse_storage_options,
     progress_disabled,
     scheduler_option,
+    slice_option,
     storage_option,
     workers_option,
 )
@@ -43,6 +44,13 @@ LOG = logging.getLogger(__name__)
     help="Check the inputs and the store as a run would and show what it would write (fields, shapes, "
     "channels, metadata and where it came from, volumes left); write nothing, start no cluster.",
 )
+@slice_option
+@click.option(
+    "--layout-only",
+    is_flag=True,
+    help="Create the store with every field and its empty image, write no volume: the step before a job "
+    "array whose tasks convert one --slice each.",
+)
 @workers_option
 @scheduler_option
 @storage_option
@@ -58,6 +66,8 @@ def convert(
     well: str | None,
     to_uint8: bool | None,
     dry_run: bool,
+    part,
+    layout_only: bool,
     workers: int | None,
     scheduler: str | None,
     storage_options: tuple[str, ...],
@@ -96,7 +106,15 @@ def convert(
         overwrite=overwrite,
         storage_options=parse_storage_options(storage_options),
         progress=not progress_disabled(),
+        part=part,
+        layout_only=layout_only,
     )
+    if layout_only:
+        click.echo(f"{summary['store']}: layout of {len(summary['fields'])} field(s) in place ({summary['skipped']} volume(s) already done)")
+        return
+    if part is not None and not summary["fields"]:
+        click.echo(f"slice {part}: no field to convert")
+        return
     mb = summary["nbytes"] / 1e6
     click.echo(
         f"{summary['store']}: {len(summary['fields'])} field(s); wrote {summary['written']} volume(s) "

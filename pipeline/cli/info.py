@@ -9,6 +9,7 @@ import click
 
 from pipeline.cli.options import parse_storage_options, storage_option
 from pipeline.io.plate import Plate
+from pipeline.io.verify import subgroups
 
 LOG = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ def describe(plate: Plate) -> dict:
     for field in plate.fields():
         group = plate.group[field.path]
         images = []
-        candidates = [("raw", False)] + [(k, False) for k in sorted(group.group_keys()) if k not in ("labels", "tables")]
+        candidates = [("raw", False)] + [(k, False) for k in subgroups(group) if k not in ("labels", "tables")]
         if "labels" in group:
-            candidates += [(k, True) for k in sorted(group["labels"].group_keys())]
+            candidates += [(k, True) for k in subgroups(group["labels"])]
         for name, is_label in candidates:
             has = field.has_labels(name) if is_label else field.has_image(name)
             if not has:

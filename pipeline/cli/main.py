@@ -108,11 +108,13 @@ def explain(exc: BaseException) -> SpheroidError | None:
     storage, denied access), or damaged metadata in a store the command opened; ``None``
     for anything else (a bug, shown with its traceback)."""
     from pipeline.errors import StoreError, as_user_error
+    from pipeline.io.location import STORES_OPENED, find_damaged_metadata
 
-    user_error = as_user_error(exc)
+    # an object store's error names no key: name the store, when the command opened only one
+    opened = {location.url for location in STORES_OPENED.values()}
+    user_error = as_user_error(exc, opened.pop() if len(opened) == 1 else "")
     if user_error is not None:
         return user_error
-    from pipeline.io.location import STORES_OPENED, find_damaged_metadata
 
     for location in list(STORES_OPENED.values()):
         damaged = find_damaged_metadata(location)

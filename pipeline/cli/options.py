@@ -93,3 +93,33 @@ def progress_disabled() -> bool:
     """True when ``-q`` was given (no progress bars)."""
     ctx = click.get_current_context(silent=True)
     return bool(ctx and ctx.obj and ctx.obj.get("quiet"))
+
+
+def _parse_slice(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    from pipeline.slices import Slice
+
+    return Slice.parse(value)
+
+
+slice_option = click.option(
+    "--slice",
+    "part",
+    default=None,
+    metavar="I/N",
+    callback=_parse_slice,
+    help="Only part I of N (from 0) of the fields, in plate order: one task of a job array "
+    "(deploy/slurm/array.sh); 'slurm' takes I and N from the array task's environment.",
+)
+
+
+def fields_for(plate: Any, fields: tuple[str, ...], part: Any) -> list[str] | None:
+    """The ``--field`` values cut to ``--slice``: ``None`` for every field; ``[]`` when the
+    slice holds none (said in one line: the command then has nothing to do)."""
+    from pipeline.slices import select_fields
+
+    selected = select_fields(plate, fields, part)
+    if selected == []:
+        click.echo(f"slice {part}: no field to process (the plate has {len(plate.select(list(fields) or None))})")
+    return selected

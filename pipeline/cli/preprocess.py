@@ -13,7 +13,9 @@ from pipeline.cli.options import (
     overwrite_option,
     parse_storage_options,
     progress_disabled,
+    fields_for,
     scheduler_option,
+    slice_option,
     storage_option,
     workers_option,
 )
@@ -43,12 +45,13 @@ def _load(config_path: Path | None) -> tuple[PreprocessConfig, str]:
 @click.argument("store")
 @_config_option
 @click.option("--field", "fields", multiple=True, metavar="WELL/INDEX", help="Only this field, e.g. B10/0 (repeatable); all fields by default.")
+@slice_option
 @overwrite_option
 @workers_option
 @scheduler_option
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def preprocess(store, config_path, fields, overwrite, workers, scheduler, storage_options, as_json) -> None:
+def preprocess(store, config_path, fields, part, overwrite, workers, scheduler, storage_options, as_json) -> None:
     """Run each channel's filter chain on the raw image of STORE, writing image 'preprocessed'.
 
     Volumes already done are skipped (an interrupted run resumes); --overwrite recomputes.
@@ -59,7 +62,10 @@ def preprocess(store, config_path, fields, overwrite, workers, scheduler, storag
     config, source = _load(config_path)
     config = apply_cluster_overrides(config, workers, scheduler)
     plate = Plate.open(store, mode="r+", storage_options=parse_storage_options(storage_options))
-    summary = run_preprocess(plate, config, fields=list(fields) or None, overwrite=overwrite, progress=not progress_disabled(), source=source)
+    selected = fields_for(plate, fields, part)
+    if selected == []:
+        return
+    summary = run_preprocess(plate, config, fields=selected, overwrite=overwrite, progress=not progress_disabled(), source=source)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -30,6 +30,9 @@ class SlurmConfig(StrictModel):
     """Network interface the workers listen on (e.g. ``"ib0"``; ``"lo"`` on a one-node test cluster)."""
     local_directory: str | None = None
     """Scratch folder on the compute nodes for spilling."""
+    log_directory: str | None = None
+    """Folder for the worker jobs' output files (``#SBATCH --output``); SLURM's default (the
+    submitting folder, one ``slurm-<id>.out`` per job) when unset."""
     job_extra_directives: list[str] = Field(default_factory=list)
     """Extra ``#SBATCH`` lines, e.g. ``["--gres=gpu:1"]``."""
     job_script_prologue: list[str] = Field(default_factory=list)

@@ -14,6 +14,11 @@ Store rule (what happens when ``--out`` already exists):
 A field's ``raw`` image is marked complete, and the plate's ``convert`` record
 written, only after every volume is done: an interrupted run leaves nothing a
 later stage would take as finished.
+
+Job arrays (``deploy/slurm/array.sh``): ``layout_only`` creates the store with every
+field and its empty ``raw`` image once, before the array starts; each array task then
+converts its ``part`` of the fields (in the plate's order, the same part the later
+stages' ``--slice`` takes), resuming that store and touching no other field.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from pipeline.cluster import use_client
 from pipeline.config.convert import ConvertConfig
 from pipeline.convert.plan import FieldPlan, fingerprint, plan_inputs, uint8_range
 from pipeline.convert.task import TimepointTask, convert_timepoint
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.io.location import Location
-from pipeline.io.plate import Plate
+from pipeline.io.plate import Plate, parse_well
 from pipeline.provenance import provenance
 from pipeline.runner import run_tasks
+from pipeline.slices import Slice
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +56,8 @@ def convert(
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
     client=None,
+    part: Slice | None = None,
+    layout_only: bool = False,
 ) -> dict[str, Any]:
     """Convert ``inputs`` into the plate store at ``out``.
 
@@ -70,6 +78,12 @@ def convert(
     client : distributed.Client, optional
         Run on this client instead of opening ``config.cluster`` (tests, notebooks).
         For a ``memory://`` store its workers must be threads of this process.
+    part : Slice, optional
+        Convert only this part of the fields (a job-array task); the store must exist,
+        made by a ``layout_only`` run (or any earlier run) of the same inputs.
+    layout_only : bool
+        Create (or check) the store, its fields and their empty ``raw`` images, and
+        write no volume.
 
     Returns
     -------
@@ -89,7 +103,16 @@ def convert(
     plans = plan_inputs(inputs, config)
     location = Location(out, storage_options or {})
     stamp = fingerprint(plans, config)
+    if part is not None:
+        if overwrite:
+            raise ConfigError("--slice cannot be combined with --overwrite: replace the store with --layout-only --overwrite first")
+        if not location.exists():
+            raise StoreError(f"{location.url}: no store yet; a job array's tasks fill a store made first by `spheroid convert ... --layout-only`")
     plate = _open_plate(location, stamp, overwrite, name=_plate_name(location.url))
+    if part is not None:
+        plans = _plans_of_part(plate, plans, part)
+        if not plans:
+            return {"store": location.url, "fields": [], "written": 0, "skipped": 0, "nbytes": 0, "seconds": time.perf_counter() - start}
     tasks: list[TimepointTask] = []
     skipped = 0
     fields = []
@@ -108,6 +131,9 @@ def convert(
         done = field.done("raw")
         skipped += int(done.sum())
         tasks.extend(_tasks_for(plan, field.array_path("raw"), done, uint8_range(plan, config)))
+    if layout_only:
+        LOG.info("%s: layout of %d field(s) in place, %d volume(s) done", location.url, len(fields), skipped)
+        return {"store": location.url, "fields": [str(f) for f in fields], "written": 0, "skipped": skipped, "nbytes": 0, "seconds": time.perf_counter() - start}
     written = sum(len(t.write) for t in tasks)
     LOG.info("%d volume(s) to write, %d already done", written, skipped)
     results: list[dict] = []
@@ -141,6 +167,17 @@ def display_windows(results: list[dict]) -> dict[str, dict[int, tuple[float, flo
         for c, window in r.get("windows", {}).items():
             ranges.setdefault(r["array"], {}).setdefault(int(c), []).append(window)
     return {a: {c: tuple(float(v) for v in np.median(np.asarray(w), axis=0)) for c, w in chans.items()} for a, chans in ranges.items()}
+
+
+def _plans_of_part(plate: Plate, plans: list[FieldPlan], part: Slice) -> list[FieldPlan]:
+    """The plans of ``part`` of the plate's fields, taken in the plate's order (the order the
+    later stages slice in), so that one array task converts what it then processes."""
+    by_field = {"{}{}/{}".format(*parse_well(plan.well), plan.index): plan for plan in plans}
+    order = [str(f) for f in plate.fields()]
+    missing = sorted(set(by_field) - set(order))
+    if missing:
+        raise StoreError(f"{plate.location.url}: no field {missing[0]} in the store; make the layout first with `spheroid convert ... --layout-only`")
+    return [by_field[name] for name in part.take(order) if name in by_field]
 
 
 def _start_method(config: ConvertConfig, in_process: bool):

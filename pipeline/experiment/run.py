@@ -78,7 +78,10 @@ def experiment_facts(config: ExperimentConfig, source: str) -> dict[str, Any]:
         facts["file"] = str(path.resolve())
         facts["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
-        facts["config"] = config.model_dump(mode="json")
+        from pipeline.io.location import redacted
+
+        facts["config"] = config.model_dump(mode="json")  # no file to point at: the settings themselves,
+        facts["config"]["storage_options"] = redacted(facts["config"]["storage_options"])  # without credentials
     return facts
 
 

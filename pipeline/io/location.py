@@ -26,6 +26,22 @@ STORES_OPENED: dict[str, "Location"] = {}
 looks when an unexpected error ends a command."""
 
 
+SECRET_KEYS = re.compile(r"secret|password|passwd|token|credential|session|access_key|(^|_)key$|^key", re.IGNORECASE)
+"""Names of storage options whose values are never shown (``key``, ``secret``, ``token``,
+``aws_secret_access_key``, ``session_token``...)."""
+
+
+def redacted(options: Any) -> Any:
+    """``options`` with the values of credential-like keys replaced by ``"***"`` (nested dicts too).
+
+    >>> redacted({"key": "AKIA...", "secret": "s3cr3t", "client_kwargs": {"endpoint_url": "http://h:9000"}})
+    {'key': '***', 'secret': '***', 'client_kwargs': {'endpoint_url': 'http://h:9000'}}
+    """
+    if isinstance(options, dict):
+        return {k: "***" if SECRET_KEYS.search(str(k)) and not isinstance(v, dict) else redacted(v) for k, v in options.items()}
+    return options
+
+
 class DamagedMetadata(StoreError):
     """A node's ``zarr.json`` is empty, truncated or not the metadata zarr expects."""
 
@@ -49,7 +65,7 @@ class Location:
     """
 
     url: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         url = str(self.url).rstrip("/")
@@ -58,6 +74,11 @@ class Location:
         object.__setattr__(self, "url", url)
         if url_scheme(url) == "s3":
             require("s3fs", "s3")
+
+    def __repr__(self) -> str:
+        # Dask logs a failed task's arguments ("Compute Failed ... kwargs: {'location': ...}"), and
+        # storage options may hold credentials: only their names are shown.
+        return f"Location(url={self.url!r}, storage_options={redacted(self.storage_options)!r})"
 
     @property
     def scheme(self) -> str:

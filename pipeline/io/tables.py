@@ -46,6 +46,7 @@ def read_table(field: Field, name: str) -> pd.DataFrame:
         If the table does not exist or cannot be read.
     """
     fs, path = _fs_path(field, name)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])  # written by another process (a worker): not a cached listing
     if not fs.exists(path):
         raise StoreError(f"{field.table_url(name)}: no such table")
     try:
@@ -59,6 +60,7 @@ def list_tables(field: Field) -> list[str]:
     """Names of the tables of ``field``."""
     fs, path = _fs_path(field, "x")
     folder = path.rsplit("/", 1)[0]
+    fs.invalidate_cache(folder)
     if not fs.exists(folder):
         return []
     return sorted(p.rsplit("/", 1)[1][: -len(".parquet")] for p in fs.ls(folder, detail=False) if p.endswith(".parquet"))

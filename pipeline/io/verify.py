@@ -37,13 +37,26 @@ class Damage:
     problem: str
 
 
+def subgroups(group) -> list[str]:
+    """Sorted names of ``group``'s child groups. A field's ``tables/`` folder holds Parquet files,
+    not zarr nodes: zarr warns about it when listing (a warning, printed by every command, that
+    said nothing wrong), so that one warning is not shown."""
+    import warnings
+
+    from zarr.errors import ZarrUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at tables is not recognized", category=ZarrUserWarning)
+        return sorted(group.group_keys())
+
+
 def images_of(field: Field) -> list[tuple[str, bool]]:
     """``(name, is_label)`` of every image and label image of ``field`` (``raw`` first)."""
     group = field.plate.group[field.path]
     names = [("raw", False)] if field.has_image() else []
-    names += [(k, False) for k in sorted(group.group_keys()) if k not in ("labels", "tables") and field.has_image(k)]
+    names += [(k, False) for k in subgroups(group) if k not in ("labels", "tables") and field.has_image(k)]
     if "labels" in group:
-        names += [(k, True) for k in sorted(group["labels"].group_keys()) if field.has_labels(k)]
+        names += [(k, True) for k in subgroups(group["labels"]) if field.has_labels(k)]
     return names
 
 

@@ -225,7 +225,13 @@ def write_report(
     written.append(_write(fs, scratch, "index.html", html.encode("utf-8")))
     if fs.exists(root):
         fs.rm(root, recursive=True)
-    fs.mv(scratch, root, recursive=True)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols:
+        fs.mv(scratch, root, recursive=True)  # one rename
+    else:  # an object store has no folder to rename (s3fs's recursive move of a prefix fails): file by file, index.html last
+        for path in sorted(written, key=lambda p: p.endswith("/index.html")):
+            fs.copy(path, path.replace(scratch, root, 1))
+        fs.rm(scratch, recursive=True)
     files = [p.replace(scratch, root, 1) for p in written]
     seconds = time.perf_counter() - start
     LOG.info("report: %d wells, %d time points, %d fits -> %s (%.1f s)", len(wells_in_store), n_t, len(fits), folder, seconds)
