@@ -71,17 +71,22 @@ def test_segment_writes_labels_and_resumes(tmp_path, rng, tiny_model, dask_clien
     assert third["volumes"] == 1 and third["skipped"] == 1
 
 
-def test_segment_rejects_missing_channel_and_voxel_mismatch(tmp_path, rng, tiny_model):
+def test_segment_rejects_missing_channel_and_resamples_other_voxel_sizes(tmp_path, rng, tiny_model, dask_client):
     plate = _plate(tmp_path, rng, channels=("DAPI", "Cy3"))
-    with pytest.raises(ConfigError, match="no channel 'Hoechst'"):
+    with pytest.raises(InputError, match=r"no channel 'Hoechst' \(channels: DAPI, Cy3\); pick the nuclear channel with --channel"):
         run_segment(plate, SegmentConfig(model=str(tiny_model)), progress=False)
+    with pytest.raises(InputError, match=r"channel index 2 out of range: the data has 2 channel\(s\) \(DAPI, Cy3\)"):
+        run_segment(plate, SegmentConfig(model=str(tiny_model), channel=2), progress=False)
+    # another channel name is mapped onto the model's input
+    assert run_segment(plate, SegmentConfig(model=str(tiny_model), channel="DAPI"), client=dask_client, progress=False)["volumes"] == 2
     plate2 = Plate.create(str(tmp_path / "q.zarr"))
     field = plate2.add_field("A1")
     field.create_image("raw", (1, 1, 4, 16, 16), "uint16", ImageMeta(channels=("Hoechst",), voxel_size=(1.0, 0.2, 0.2)))
-    write_volume(plate2.location, field.array_path(), 0, 0, np.zeros((4, 16, 16), np.uint16))
+    write_volume(plate2.location, field.array_path(), 0, 0, rng.integers(0, 1000, (4, 16, 16), dtype=np.uint16))
     field.mark_complete()
-    with pytest.raises(InputError, match="voxel size"):
-        run_segment(plate2, SegmentConfig(model=str(tiny_model)), progress=False)
+    summary = run_segment(plate2, SegmentConfig(model=str(tiny_model)), client=dask_client, progress=False)
+    assert summary["volumes"] == 1
+    assert Plate.open(str(tmp_path / "q.zarr")).field("A1").labels("nuclei").shape == (1, 1, 4, 16, 16)
 
 
 def test_segment_needs_complete_input(tmp_path, tiny_model):

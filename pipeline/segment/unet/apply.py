@@ -1,4 +1,8 @@
-"""Apply a trained U-Net to one volume: check, normalise, predict, label."""
+"""Apply a trained U-Net to one volume at the model's scale: check, normalise, predict, label.
+
+For data at another voxel size or nucleus size, in blocks, or with channel combinations,
+use the ``unet`` backend (:mod:`pipeline.segment.backends`), which resamples around this.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
 from pipeline.segment.instances import label_with
 from pipeline.segment.unet.card import ModelCard
 from pipeline.segment.unet.predict import predict_volume
@@ -71,10 +76,18 @@ def segment_volume(
     Raises
     ------
     pipeline.errors.InputError
-        When voxel size or channels do not match the card.
+        When voxel size or channels do not match the card (resample with the ``unet``
+        backend instead).
     """
     data = volume[None] if volume.ndim == 3 else volume
     card.check_input(voxel_size=voxel_size, n_channels=data.shape[0], channels=channels, source=source)
+    if voxel_size is not None:
+        off = [abs(h - w) / w for h, w in zip(voxel_size, card.voxel_size)]
+        if max(off) > card.voxel_tolerance:
+            raise InputError(
+                f"{source}: voxel size {tuple(float(v) for v in voxel_size)} um differs from the {tuple(card.voxel_size)} um "
+                f"model {card.name!r} works at; segment it with the unet backend (spheroid segment), which resamples"
+            )
     normed = np.stack([card.normalize(c) for c in data])
     tile = inference_tile(card, normed.shape[1:]) if tile is None else tile
     probs = predict_volume(model, normed, tile=tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress)

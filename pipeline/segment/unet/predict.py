@@ -91,6 +91,7 @@ def predict_volume(
     device: str | torch.device | None = None,
     divisor: Sequence[int] | None = None,
     progress: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
     """Class probabilities of a ``(z, y, x)`` volume by sliding-window inference.
 
@@ -113,6 +114,9 @@ def predict_volume(
         Sizes the network needs multiples of; ``model.divisor`` when the model has it, else 1.
     progress : bool
         Show a tqdm bar over the tiles.
+    tta : bool
+        Test-time augmentation: the mean of the probabilities of the volume and of its
+        flips along y, x and both (4 passes).
 
     Returns
     -------
@@ -124,6 +128,15 @@ def predict_volume(
     ValueError
         On a volume that is not 3D or 4D, or an overlap outside ``[0, 1)``.
     """
+    if tta:
+        kwargs = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, divisor=divisor, progress=progress)
+        total = None
+        for axes in ((), (-1,), (-2,), (-2, -1)):
+            flipped = np.flip(volume, axes) if axes else volume
+            probs = predict_volume(model, np.ascontiguousarray(flipped), **kwargs)
+            probs = np.flip(probs, axes) if axes else probs
+            total = probs if total is None else total + probs
+        return np.ascontiguousarray(total / np.float32(4), dtype=np.float32)
     if volume.ndim == 3:
         volume = volume[None]
     if volume.ndim != 4:

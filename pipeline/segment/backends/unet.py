@@ -1,0 +1,48 @@
+"""The ``unet`` backend: our 3D U-Net (background / edge / nucleus) and seeded-watershed instances."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pipeline.config.segment import SegmentConfig
+from pipeline.segment.backends.base import ModelSegmenter
+
+LOG = logging.getLogger(__name__)
+
+
+class UNetSegmenter(ModelSegmenter):
+    """The U-Net of a model folder (the shipped default when ``config.model`` is unset)."""
+
+    name = "unet"
+    libraries = ("torch",)
+
+    def __init__(self, config: SegmentConfig):
+        from pipeline.segment.unet.card import default_model_path, load_model
+        from pipeline.segment.unet.predict import resolve_device
+
+        folder = config.model or str(default_model_path())
+        self.device = resolve_device(config.device)
+        self.model, card = load_model(folder, device=self.device)
+        super().__init__(config, folder, card, ["model.json", card.weights])
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "tile": self.config.tile or "auto",
+            "overlap": self.config.overlap,
+            "tta": self.config.tta,
+            "labeling": self.card.labeling.model_dump(mode="json"),
+            "device": str(self.device),
+        }
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        from pipeline.segment.instances import label_with
+        from pipeline.segment.unet.apply import inference_tile
+        from pipeline.segment.unet.predict import predict_volume
+
+        c = self.config
+        tile = inference_tile(self.card, image.shape) if c.tile is None else tuple(c.tile)
+        probs = predict_volume(self.model, image, tile=tile, overlap=c.overlap, batch_size=c.batch_size, device=self.device, tta=c.tta)
+        return label_with(probs, self.card.labeling, self.card.voxel_size)
