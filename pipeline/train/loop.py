@@ -40,7 +40,8 @@ from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from pipeline.train.data import edges_inside_instances, load_volumes, resolve_voxel_size
+from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
+from pipeline.train.init import apply_init
 from pipeline.train.losses import CombinedLoss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.sampling import PatchSampler
@@ -201,19 +202,27 @@ def _run(
     if config.threads:
         torch.set_num_threads(config.threads)
     rng = _seed_everything(config.seed)
+    config, init_state, init_record = apply_init(config)
     model = build_model(config.model).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     bad = [p for p, d in zip(patch, model.divisor) if p % d]
     if bad:
         raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
-    train_vols = load_volumes(trainset, "train", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
-    val_vols = load_volumes(trainset, "val", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
+    voxel_size = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
+    loading = dict(
+        normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed,
+        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample,
+    )
+    train_vols = load_volumes(trainset, "train", **loading)
+    val_vols = load_volumes(trainset, "val", **loading)
     if not train_vols:
         raise InputError(f"{trainset.root}: no 'train' items" + (f" of channel {config.channel!r}" if config.channel else ""))
     if config.validation.max_volumes is not None:
         val_vols = val_vols[: config.validation.max_volumes]
     if not val_vols:
         LOG.warning("%s: no 'val' items: no validation, the last weights become the model", trainset.root)
-    voxel_size = resolve_voxel_size(train_vols + val_vols, config.voxel_size, config.voxel_tolerance, str(trainset.root))
+    diameter = nucleus_diameter(train_vols, voxel_size)
     if config.labeling.include_edge is None:
         inner = edges_inside_instances(train_vols)
         LOG.info("edge voxels lie %s the instances: predicted instances %s them", "inside" if inner else "outside", "keep" if inner else "drop")
@@ -253,7 +262,7 @@ def _run(
     metric = config.validation.metric
     tile = config.validation.tile or patch
     board = TensorBoard(out / "tensorboard", config.tensorboard)
-    summary = {"train": train_vols, "val": val_vols, "trainset": trainset}
+    summary = {"train": train_vols, "val": val_vols, "trainset": trainset, "diameter": diameter, "init_from": init_record}
 
     def checkpoint() -> None:
         save_checkpoint(
