@@ -27,6 +27,9 @@ EXIT_RESUMABLE = 75
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides 'device'.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Overrides 'max_steps' (also the length of the LR schedule).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (overrides 'threads').")
+@click.option("--backend", type=click.Choice(["unet", "stardist", "cellpose"]), default=None, help="Overrides 'backend'.")
+@click.option("--init-from", "init_from", type=click.Path(file_okay=False, path_type=Path), default=None, help="Fine-tune: start from this model folder's weights (overrides 'init_from').")
+@click.option("--voxel-size", "voxel_size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="Z Y X", help="Voxel size (um) to train at; items are resampled to it (default: the training set's).")
 def train(
     config: TrainConfig,
     trainset: Path | None,
@@ -35,14 +38,17 @@ def train(
     device: str | None,
     max_steps: int | None,
     threads: int | None,
+    backend: str | None,
+    init_from: Path | None,
+    voxel_size: tuple[float, float, float] | None,
 ) -> None:
-    """Train the 3D U-Net (background / edge / nucleus) on a training set.
+    """Train a segmentation model on a training set: the 3D U-Net, or StarDist / Cellpose (`backend:`).
 
-    Writes OUT/model/ (weights.pt + model.json: the model to segment with),
-    OUT/checkpoint.pt, OUT/metrics.csv and OUT/learning_curve.png. SIGTERM or
-    SIGUSR1 saves a checkpoint and exits with status 75; the same command resumes.
+    Writes OUT/model/ (weights + model.json: the model to segment with) and OUT/metrics.csv;
+    the U-Net also OUT/checkpoint.pt and OUT/learning_curve.png, and SIGTERM or SIGUSR1
+    saves its checkpoint and exits with status 75; the same command resumes.
     """
-    from pipeline.train.loop import train as run_training
+    from pipeline.train.job import run_training
 
     updates = {
         "trainset": str(trainset) if trainset is not None else None,
@@ -50,6 +56,9 @@ def train(
         "device": device,
         "max_steps": max_steps,
         "threads": threads,
+        "backend": backend,
+        "init_from": str(init_from) if init_from is not None else None,
+        "voxel_size": list(voxel_size) if voxel_size else None,
     }
     config = TrainConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
     if config.command is None:

@@ -56,8 +56,12 @@ class StarDistCard(CardBase):
 
 def import_stardist():
     """``stardist.models`` with TensorFlow's start-up chatter silenced; install hint when missing."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_tensorflow()
     return require("stardist.models", "stardist")
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow is first imported
 
 
 def quiet():
@@ -76,7 +80,8 @@ def limit_tf_threads(n: int | None) -> None:
     """Give TensorFlow ``n`` threads (before it runs anything; later calls are ignored)."""
     if not n:
         return
-    import tensorflow as tf
+    _quiet_tensorflow()
+    tf = require("tensorflow", "stardist")
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(n))
