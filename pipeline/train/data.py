@@ -58,6 +58,9 @@ class Volume:
     channel: str
     centres: dict[int, np.ndarray] = field(default_factory=dict)
     rescale_mode: str | None = None
+    distance: np.ndarray | None = None
+    """float16 ``(z, y, x)`` normalised distance of each instance voxel to its boundary (padded with 0),
+    for models with the distance output (:func:`boundary_distance`)."""
 
 
 def pad_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -111,6 +114,43 @@ def resample_item(image: np.ndarray, instances: np.ndarray, semantic: np.ndarray
     return small, labels, target
 
 
+def boundary_distance(instances: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
+    """Each instance voxel's distance to the nearest voxel outside its instance, over the instance's maximum.
+
+    0 outside instances and on their boundary voxels' outer side, 1 at each instance's
+    deepest point; touching instances are separated (their contact is a boundary). The
+    distance is physical (``voxel_size`` as sampling), so anisotropic stacks are handled.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape.
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(instances)
+    inside = labels > 0
+    if not inside.any():
+        return np.zeros(labels.shape, np.float32)
+    boundary = np.zeros(labels.shape, bool)
+    for axis in range(labels.ndim):
+        a = [slice(None)] * labels.ndim
+        b = [slice(None)] * labels.ndim
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        differ = labels[tuple(a)] != labels[tuple(b)]
+        boundary[tuple(a)] |= differ
+        boundary[tuple(b)] |= differ
+    core = inside & ~boundary
+    dist = ndi.distance_transform_edt(core, sampling=tuple(float(v) for v in voxel_size)).astype(np.float32)
+    dist[inside] += float(min(voxel_size)) / 2  # boundary voxels of an instance are inside it, half a voxel deep
+    peak = ndi.maximum(dist, labels, index=np.arange(int(labels.max()) + 1))
+    peak = np.asarray(peak, np.float32)
+    peak[peak <= 0] = 1.0
+    out = dist / peak[labels]
+    out[~inside] = 0.0
+    return out.astype(np.float32)
+
+
 def load_volumes(
     trainset: TrainingSet,
     split: str,
@@ -122,6 +162,7 @@ def load_volumes(
     voxel_size: Sequence[float] | None = None,
     tolerance: float = 0.1,
     resample: bool = True,
+    distance: bool = False,
 ) -> list[Volume]:
     """Read the items of one split, bring them to ``voxel_size``, normalise each image and pad it to the patch.
 
@@ -146,6 +187,8 @@ def load_volumes(
         See ``voxel_size``.
     resample : bool
         ``False`` refuses items at another voxel size instead of resampling them.
+    distance : bool
+        Also compute each volume's :func:`boundary_distance` target (float16).
 
     Returns
     -------
@@ -192,6 +235,8 @@ def load_volumes(
             channel=item["channel"],
             rescale_mode=mode,
         )
+        if distance:
+            vol.distance = pad_to(boundary_distance(instances, voxel), patch_size).astype(np.float16)
         flat = vol.semantic.ravel()
         for cls in (1, 2):
             idx = np.flatnonzero(flat == cls)

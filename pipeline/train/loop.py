@@ -42,7 +42,7 @@ from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
 from pipeline.train.init import apply_init
-from pipeline.train.losses import CombinedLoss
+from pipeline.train.losses import CombinedLoss, distance_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.sampling import PatchSampler
 from pipeline.train.validate import higher_is_better, tune_labeling, validate
@@ -134,14 +134,19 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _batch(sampler: PatchSampler, rng: np.random.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    images, targets = [], []
+def _batch(sampler: PatchSampler, rng: np.random.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    images, targets, distances = [], [], []
     for _ in range(config.sampling.batch_size):
-        image, target = sampler.sample(rng)
-        image, target = augment(image, target, rng, config.augment)
+        image, target, dist = sampler.sample(rng)
+        if dist is None:
+            image, target = augment(image, target, rng, config.augment)
+        else:
+            image, target, dist = augment(image, target, rng, config.augment, extra=dist)
+            distances.append(dist)
         images.append(image)
         targets.append(target)
-    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
+    dist_batch = torch.from_numpy(np.stack(distances)) if distances else None
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)), dist_batch
 
 
 def train(
@@ -212,7 +217,7 @@ def _run(
     voxel_size = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
     loading = dict(
         normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed,
-        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample,
+        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample, distance=config.model.distance,
     )
     train_vols = load_volumes(trainset, "train", **loading)
     val_vols = load_volumes(trainset, "val", **loading)
@@ -318,12 +323,17 @@ def _run(
             interrupted = True
             checkpoint()
             break
-        images, targets = _batch(sampler, rng, config)
+        images, targets, distances = _batch(sampler, rng, config)
         images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(images)
-        loss, parts = loss_fn(logits.float(), targets)
+        n_cls = config.model.n_classes
+        loss, parts = loss_fn(logits[:, :n_cls].float(), targets)
+        if distances is not None:
+            dist_loss = distance_loss(logits[:, n_cls].float(), distances.to(device))
+            loss = loss + config.distance_weight * dist_loss
+            parts["distance"] = float(dist_loss.detach())
         if not torch.isfinite(loss):
             raise ConfigError(f"optim.lr: the loss became {float(loss)} at step {state['step'] + 1}; lower the learning rate")
         scaler.scale(loss).backward()

@@ -133,3 +133,8 @@ class CombinedLoss(nn.Module):
             key = term.name if term.name not in parts else f"{term.name}_{i}"
             parts[key] = float(value.detach())
         return total, parts
+
+
+def distance_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``sigmoid(logit)`` against the normalised distance target (both ``(batch, z, y, x)``)."""
+    return torch.mean((torch.sigmoid(logit) - target) ** 2)

@@ -97,12 +97,12 @@ def validate(
         image = vol.image[:, :z, :y, :x]
         target = vol.semantic[:z, :y, :x]
         probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
-        conf += confusion_matrix(target, np.argmax(probs, 0), len(CLASSES))
+        conf += confusion_matrix(target, np.argmax(probs[: len(CLASSES)], 0), len(CLASSES))
         labels = label_with(probs, labeling, voxel_size)
         matches.append(matching(vol.instances[:z, :y, :x], labels, thresh=match_threshold))
         if loss is not None:
             with torch.no_grad():
-                logits = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
+                logits = torch.from_numpy(np.log(np.clip(probs[: len(CLASSES)], 1e-7, 1.0)))[None]
                 value, _ = loss(logits, torch.from_numpy(target.astype(np.int64))[None])
             losses.append(float(value) * target.size)
     out = class_metrics(conf)
@@ -131,7 +131,8 @@ def tune_labeling(
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
-    Each volume is predicted once; every combination of ``seed_thresholds`` and
+    Each volume is predicted once; every combination of ``seed_thresholds`` (of the
+    predicted distance, ``seed_distance``, for a model with that output) and
     ``foreground_thresholds`` is then labelled and matched (pooled over the volumes).
     Ties keep the earlier combination, and ``labeling`` itself is among the candidates.
 
@@ -146,16 +147,17 @@ def tune_labeling(
         z, y, x = vol.shape
         probs = predict_volume(model, vol.image[:, :z, :y, :x], tile=tile, overlap=overlap, device=device)
         cases.append((probs, vol.instances[:z, :y, :x]))
-    candidates = [(labeling.seed_threshold, labeling.foreground_threshold)]
-    candidates += [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != candidates[0]]
+    seed_key = "seed_distance" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
+    first = (getattr(labeling, seed_key), labeling.foreground_threshold)
+    candidates = [first] + [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != first]
     rows = []
     best, best_f1 = labeling, -1.0
     for seed, fg in candidates:
-        trial = labeling.model_copy(update={"seed_threshold": float(seed), "foreground_threshold": float(fg)})
+        trial = labeling.model_copy(update={seed_key: float(seed), "foreground_threshold": float(fg)})
         pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
-        rows.append({"seed_threshold": float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        rows.append({seed_key: float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
-    LOG.info("labelling tuned on %d val volume(s): seed %.2f, foreground %.2f -> instance F1 %.3f",
-             len(cases), best.seed_threshold, best.foreground_threshold, best_f1)
+    LOG.info("labelling tuned on %d val volume(s): %s %.2f, foreground %.2f -> instance F1 %.3f",
+             len(cases), seed_key, getattr(best, seed_key), best.foreground_threshold, best_f1)
     return best, rows

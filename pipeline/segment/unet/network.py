@@ -100,6 +100,9 @@ class UNet3D(nn.Module):
         Normalisation after each convolution.
     dropout : float
         ``Dropout3d`` probability after each block (0: none).
+    distance : bool
+        One more output: the logit of each voxel's normalised distance to its nucleus'
+        boundary (a sigmoid gives 0 outside nuclei, 1 at their centres).
 
     Notes
     -----
@@ -123,6 +126,7 @@ class UNet3D(nn.Module):
         upsampling: str = "transpose",
         norm: str | None = None,
         dropout: float = 0.0,
+        distance: bool = False,
     ):
         super().__init__()
         features = [int(f) for f in features]
@@ -147,7 +151,10 @@ class UNet3D(nn.Module):
             "upsampling": upsampling,
             "norm": norm,
             "dropout": float(dropout),
+            "distance": bool(distance),
         }
+        self.n_classes = int(n_classes)
+        self.n_outputs = int(n_classes) + int(bool(distance))
         self.pool_factors = pool
         self.down = nn.ModuleList()
         ch = in_channels
@@ -157,7 +164,7 @@ class UNet3D(nn.Module):
         self.up = nn.ModuleList(
             Up(features[i + 1], features[i], pool[i], upsampling, norm, dropout) for i in reversed(range(len(features) - 1))
         )
-        self.head = nn.Conv3d(features[0], n_classes, kernel_size=1)
+        self.head = nn.Conv3d(features[0], self.n_outputs, kernel_size=1)
 
     @property
     def divisor(self) -> tuple[int, int, int]:
@@ -168,7 +175,7 @@ class UNet3D(nn.Module):
         return tuple(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, n_classes, z, y, x)`` of an input ``(batch, in_channels, z, y, x)``."""
+        """Logits ``(batch, n_classes [+ 1], z, y, x)`` of an input ``(batch, in_channels, z, y, x)``."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)

@@ -70,6 +70,14 @@ def iter_tiles(shape: Sequence[int], tile: Sequence[int], overlap: float) -> Ite
         yield slice(z, z + tile[0]), slice(y, y + tile[1]), slice(x, x + tile[2])
 
 
+def outputs_to_probs(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Softmax over the first ``n_classes`` outputs, a sigmoid on any further one (the distance)."""
+    probs = torch.softmax(logits[:, :n_classes], dim=1)
+    if logits.shape[1] > n_classes:
+        probs = torch.cat([probs, torch.sigmoid(logits[:, n_classes:])], dim=1)
+    return probs
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(np.ceil(value / multiple) * multiple)
 
@@ -121,7 +129,8 @@ def predict_volume(
     Returns
     -------
     numpy.ndarray
-        float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes).
+        float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes),
+        followed by the predicted normalised distance for a model with that output.
 
     Raises
     ------
@@ -168,8 +177,8 @@ def predict_volume(
             for i in range(0, len(tiles), batch_size):
                 batch_slices = tiles[i : i + batch_size]
                 batch = np.stack([data[(slice(None),) + s] for s in batch_slices])
-                logits = model(torch.from_numpy(batch).to(dev))
-                probs = torch.softmax(logits.float(), dim=1)
+                logits = model(torch.from_numpy(batch).to(dev)).float()
+                probs = outputs_to_probs(logits, getattr(model, "n_classes", logits.shape[1]))
                 if acc is None:
                     n_classes = probs.shape[1]
                     acc = torch.zeros((n_classes, *padded_shape), dtype=torch.float32, device=dev)
