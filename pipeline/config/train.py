@@ -100,6 +100,12 @@ class AugmentConfig(StrictModel):
     """Range of a random additive offset, in normalised units ([0, 0]: off)."""
     noise_std: float = Field(0.05, ge=0.0)
     """Maximum standard deviation of added Gaussian noise (drawn uniformly in [0, noise_std])."""
+    gamma: list[float] = Field(default_factory=lambda: [1.0, 1.0], min_length=2, max_length=2)
+    """Range of a random gamma applied to the patch rescaled to [0, 1] ([1, 1]: off): uneven,
+    non-linear staining."""
+    blur_sigma: list[float] = Field(default_factory=lambda: [0.0, 0.0], min_length=2, max_length=2)
+    """Range of the sigma (y-x voxels) of a random Gaussian blur, applied to half the patches
+    ([0, 0]: off): other optics than the training data's."""
 
 
 class NormalizationConfig(StrictModel):

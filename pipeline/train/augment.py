@@ -51,6 +51,18 @@ def augment(
             target = np.rot90(target, k, axes=(-2, -1))
             extra = None if extra is None else np.rot90(extra, k, axes=(-2, -1))
     image = np.array(image, dtype=np.float32, order="C")  # a copy: the caller's array is never changed
+    lo, hi = config.blur_sigma
+    if hi > 0 and rng.random() < 0.5:
+        from scipy import ndimage as ndi
+
+        sigma = float(rng.uniform(lo, hi))
+        image = ndi.gaussian_filter(image, (0, 0, sigma, sigma), mode="nearest").astype(np.float32)
+    lo, hi = config.gamma
+    if hi > lo or lo != 1.0:
+        low, high = float(image.min()), float(image.max())
+        if high > low:
+            scaled = (image - low) / (high - low)
+            image = (scaled ** np.float32(rng.uniform(lo, hi))) * np.float32(high - low) + np.float32(low)
     lo, hi = config.intensity_scale
     if hi > lo or lo != 1.0:
         image *= np.float32(rng.uniform(lo, hi))

@@ -103,7 +103,7 @@ def resample_item(image: np.ndarray, instances: np.ndarray, semantic: np.ndarray
     at the new scale), with the edge placement (inside or outside the instances) of the item.
     """
     from pipeline.groundtruth.prepare import prepare_target
-    from pipeline.segment.resample import resample_image, resample_labels, zoomed_shape
+    from pipeline.preprocess.resample import resample_image, resample_labels, zoomed_shape
 
     shape = zoomed_shape(image.shape, factors)
     edge = semantic == 1
