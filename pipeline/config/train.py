@@ -226,6 +226,8 @@ class StarDistTrainConfig(StrictModel):
     """Steps between validations (Keras epochs); ``max_steps`` in total."""
     nms_thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.4, 0.5], min_length=1)
     """NMS thresholds tried when the probability threshold is optimised on the val split."""
+    threshold_iterations: int = Field(20, ge=1)
+    """Iterations of StarDist's search for the probability threshold (per NMS threshold)."""
 
 
 class CellposeTrainConfig(StrictModel):

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config.train import TrainConfig
-from pipeline.errors import ConfigError, InputError, require
+from pipeline.errors import ConfigError, InputError
 from pipeline.segment.backends.base import package_version
-from pipeline.segment.backends.cellpose import WEIGHTS, CellposeCard, build_cellpose, cellpose_eval, cellpose_major
+from pipeline.segment.backends.cellpose import WEIGHTS, CellposeCard, build_cellpose, cellpose_eval, cellpose_major, import_cellpose
 from pipeline.segment.card import CARD_NAME, validate_card, write_card_json
 from pipeline.segment.resample import resample_image, resample_labels, zoomed_shape
 from pipeline.train.common import card_fields, fresh_folder, load_split_volumes, score, unpadded
@@ -74,8 +74,8 @@ def train_cellpose(config: TrainConfig, *, progress: bool = True):
     cp = config.cellpose
     if cp.bsize % 16:
         raise ConfigError(f"cellpose.bsize: {cp.bsize} is not a multiple of 16")
-    train_mod = require("cellpose.train", "cellpose")
-    utils = require("cellpose.utils", "cellpose")
+    train_mod = import_cellpose("cellpose.train")
+    utils = import_cellpose("cellpose.utils")
     if config.threads:
         torch.set_num_threads(config.threads)
     trainset, voxel, train_vols, val_vols = load_split_volumes(config)

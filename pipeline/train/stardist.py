@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,17 +94,22 @@ def train_stardist(config: TrainConfig, *, progress: bool = True):
     out.mkdir(parents=True, exist_ok=True)
     folder = fresh_folder(out / MODEL_DIR)
     started = time.perf_counter()
-    with quiet():
+    with quiet(), warnings.catch_warnings():
         model = models.StarDist3D(conf, name=MODEL_DIR, basedir=str(out))
         if init is not None:
             model.load_weights(str((init / WEIGHTS).resolve()))
         try:
+            warnings.filterwarnings("ignore", message=".*shuffle=True. was passed", category=UserWarning)  # Keras on StarDist's generator
             fit = model.train(X, Y, validation_data=(Xv, Yv), augmenter=make_augmenter(config, config.seed), seed=config.seed,
                               epochs=epochs, steps_per_epoch=sd.steps_per_epoch)
         except ValueError as exc:
             raise ConfigError(f"stardist: {exc}") from None
         train_time = time.perf_counter() - started
-        model.optimize_thresholds(Xv, Yv, nms_threshs=list(sd.nms_thresholds), predict_kwargs={"n_tiles": n_tiles(Xv[0].shape), "show_tile_progress": False})
+        model.optimize_thresholds(
+            [unpadded(v)[0] for v in val_vols], [unpadded(v)[1] for v in val_vols], nms_threshs=list(sd.nms_thresholds),
+            predict_kwargs={"n_tiles": n_tiles(Xv[0].shape), "show_tile_progress": False},
+            optimize_kwargs={"maxiter": sd.threshold_iterations, "verbose": False},
+        )
     prob, nms = float(model.thresholds.prob), float(model.thresholds.nms)
     best_prob = max(1e-3, min(prob, 0.999))
 

@@ -58,6 +58,15 @@ class CellposeCard(CardBase):
     """File name of the network's state dict beside the card."""
 
 
+def import_cellpose(module: str = "cellpose.models"):
+    """A Cellpose module (install hint when missing); its import-time deprecation warnings of torch are silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return require(module, "cellpose")
+
+
 def cellpose_major() -> int:
     """Major version of the installed Cellpose (0 when it is missing)."""
     v = package_version("cellpose")
@@ -70,7 +79,7 @@ def build_cellpose(card: CellposeCard | None, weights: str | Path | None, *, dev
     ``net_ortho`` is set to ``None`` (Cellpose 3.1 reads it in ``eval`` but sets it only
     when loading builtin models).
     """
-    models = require("cellpose.models", "cellpose")
+    models = import_cellpose("cellpose.models")
     import torch
 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
