@@ -84,23 +84,23 @@ def train(
 @click.option("--update-card", is_flag=True, help="Store the result under metrics.heldout in MODEL/model.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def test_model(model: Path, trainset: Path, split: str, device: str, update_card: bool, as_json: bool) -> None:
-    """Score MODEL on held-out items: per-class F1 and instance F1 at IoU 0.5, per source."""
+    """Score MODEL (any backend) on held-out items: instance F1 at IoU 0.5 (U-Net: also per-class F1), per source.
+
+    The model runs as `spheroid segment` runs it (same tile rule, precision, labelling).
+    """
     import json
 
-    from pipeline.segment.unet.predict import resolve_device
     from pipeline.train.heldout import evaluate_model, record_in_card
 
-    result = evaluate_model(model, trainset, split=split, device=resolve_device(device))
+    result = evaluate_model(model, trainset, split=split, device=device)
     if update_card:
         record_in_card(model, result)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     for name, m in result["metrics"].items():
-        click.echo(
-            f"{split} {name}: F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; "
-            f"instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)"
-        )
+        pixels = f"F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; " if "f1_edge" in m else ""
+        click.echo(f"{split} {name}: {pixels}instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)")
 
 
 def _command_line(config: TrainConfig) -> str:

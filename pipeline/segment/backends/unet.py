@@ -29,20 +29,33 @@ class UNetSegmenter(ModelSegmenter):
         super().__init__(config, folder, card, ["model.json", card.weights])
 
     def settings(self) -> dict[str, Any]:
+        from pipeline.segment.unet.predict import resolve_precision
+
         return {
-            "tile": self.config.tile or "auto",
+            "tile": self.config.tile or "auto (pipeline.segment.unet.apply.inference_tile)",
             "overlap": self.config.overlap,
             "tta": self.config.tta,
+            "precision": resolve_precision(self.config.precision, self.device),
             "labeling": self.card.labeling.model_dump(mode="json"),
             "device": str(self.device),
         }
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
-        from pipeline.segment.instances import label_with
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities (and the distance, for models with it) of a normalised image at the model's scale."""
         from pipeline.segment.unet.apply import inference_tile
         from pipeline.segment.unet.predict import predict_volume
 
         c = self.config
-        tile = inference_tile(self.card, image.shape) if c.tile is None else tuple(c.tile)
-        probs = predict_volume(self.model, image, tile=tile, overlap=c.overlap, batch_size=c.batch_size, device=self.device, tta=c.tta)
+        tile = inference_tile(self.card, image.shape, c.overlap, self.model.divisor) if c.tile is None else tuple(c.tile)
+        return predict_volume(
+            self.model, image, tile=tile, overlap=c.overlap, batch_size=c.batch_size, device=self.device, tta=c.tta, precision=c.precision,
+        )
+
+    def label(self, probs: np.ndarray) -> np.ndarray:
+        """Instances from :meth:`probabilities`, with the card's labelling parameters."""
+        from pipeline.segment.instances import label_with
+
         return label_with(probs, self.card.labeling, self.card.voxel_size)
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        return self.label(self.probabilities(image))
