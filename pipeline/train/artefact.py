@@ -73,6 +73,7 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
             "splits": {s: sum(1 for i in items if i["split"] == s) for s in ("train", "val")},
             "steps": int(state["step"]),
             "time_s": round(float(state["elapsed"]), 1),
+            "cpu_s": round(float(state.get("cpu_s", 0.0)), 1),
             "device": str(device),
             **({"init_from": summary["init_from"]} if summary.get("init_from") else {}),
             "config": config.model_dump(mode="json"),

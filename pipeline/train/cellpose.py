@@ -120,8 +120,10 @@ def train_cellpose(config: TrainConfig, *, progress: bool = True):
         kwargs["channels"] = [0, 0]
     LOG.info("Cellpose: %d training slices (%d val), diameter %.1f px, %d epochs of %d steps", len(images), len(test_images), diam, epochs, cp.steps_per_epoch)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     saved, train_losses, test_losses = train_mod.train_seg(model.net, **kwargs)[:3]
     train_time = time.perf_counter() - started
+    train_cpu = time.process_time() - cpu_started
     folder.mkdir(parents=True)
     shutil.copy2(saved, folder / WEIGHTS)
     shutil.rmtree(work, ignore_errors=True)
@@ -141,7 +143,7 @@ def train_cellpose(config: TrainConfig, *, progress: bool = True):
                for i, v in enumerate(train_losses)]
     card = CellposeCard(
         **card_fields(
-            config, trainset=trainset, voxel_size=voxel, train_vols=train_vols, val_vols=val_vols, steps=steps, time_s=train_time,
+            config, trainset=trainset, voxel_size=voxel, train_vols=train_vols, val_vols=val_vols, steps=steps, time_s=train_time, cpu_s=train_cpu,
             device=device, libraries={k: package_version(k) for k in ("cellpose", "torch")},
             metrics={"selected_by": "match_f1 (cellprob threshold)", "best": best or {}, "final": best or {}},
             init_from=init_record(init, init_card, [CARD_NAME, WEIGHTS]) if init else None,

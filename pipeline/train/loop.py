@@ -311,7 +311,9 @@ def _run(
 
     interrupted = stopped_early = False
     started = time.perf_counter()
+    cpu_started = time.process_time()
     elapsed0 = state["elapsed"]
+    cpu0 = state.setdefault("cpu_s", 0.0)
     running: list[float] = state.setdefault("running", [])
     model.train()
     step = state["step"]
@@ -348,6 +350,7 @@ def _run(
         running.append(float(loss.detach()))
         record = {"loss": running[-1], **parts}
         state["elapsed"] = elapsed0 + time.perf_counter() - started
+        state["cpu_s"] = cpu0 + time.process_time() - cpu_started
         if step % config.log_every == 0 or step == config.max_steps:
             row = {"kind": "train", "step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0], "time_s": round(state["elapsed"], 2)}
             state["history"].append(row)

@@ -94,6 +94,7 @@ def train_stardist(config: TrainConfig, *, progress: bool = True):
     out.mkdir(parents=True, exist_ok=True)
     folder = fresh_folder(out / MODEL_DIR)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with quiet(), warnings.catch_warnings():
         model = models.StarDist3D(conf, name=MODEL_DIR, basedir=str(out))
         if init is not None:
@@ -105,6 +106,7 @@ def train_stardist(config: TrainConfig, *, progress: bool = True):
         except ValueError as exc:
             raise ConfigError(f"stardist: {exc}") from None
         train_time = time.perf_counter() - started
+        train_cpu = time.process_time() - cpu_started
         model.optimize_thresholds(
             [unpadded(v)[0] for v in val_vols], [unpadded(v)[1] for v in val_vols], nms_threshs=list(sd.nms_thresholds),
             predict_kwargs={"n_tiles": n_tiles(Xv[0].shape), "show_tile_progress": False},
@@ -131,7 +133,7 @@ def train_stardist(config: TrainConfig, *, progress: bool = True):
     card = StarDistCard(
         **card_fields(
             config, trainset=trainset, voxel_size=voxel, train_vols=train_vols, val_vols=val_vols, steps=epochs * sd.steps_per_epoch,
-            time_s=train_time, device="cpu", libraries={k: package_version(k) for k in ("stardist", "csbdeep", "tensorflow-cpu", "keras")},
+            time_s=train_time, cpu_s=train_cpu, device="cpu", libraries={k: package_version(k) for k in ("stardist", "csbdeep", "tensorflow-cpu", "keras")},
             metrics={"selected_by": "val loss (StarDist)", "best": val_metrics, "final": val_metrics,
                      "thresholds": {"prob": best_prob, "nms": nms}},
             init_from=init_record(init, _card_of(init), [CARD_NAME, *FILES]) if init else None,
