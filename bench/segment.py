@@ -84,7 +84,23 @@ def real(kind: str) -> list[tuple]:
     return [(image, truth, voxel, 4.0)]
 
 
-def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int) -> dict:
+def figure(image, truth, labels, path: Path, title: str) -> None:
+    """The middle slice: the image and the matching overlay (matched / missed / extra nuclei)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from pipeline.evaluate import matching
+    from pipeline.evaluate.plots import overlay_categories, plot_overlay
+
+    z = int(np.argmax((truth > 0).sum(axis=(1, 2))))
+    pairs = matching(truth, labels, thresh=0.5, report_matches=True)
+    matched = [(t, p) for (t, p), sc in zip(pairs.matched_pairs, pairs.matched_scores) if sc >= 0.5]
+    plot_overlay(overlay_categories(truth[z], labels[z], matched), truth[z], path, title=f"{title}, slice {z}")
+
+
+def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int, figures: Path | None = None) -> dict:
     """One (backend, data set), in this process (called in a subprocess by :func:`main`)."""
     import numpy as np
     import torch
@@ -99,8 +115,10 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results, scores, seconds = [], [], []
     segmenter = None
+    tta = backend == "unet+tta"
+    backend = "unet" if tta else backend
     for image, truth, voxel, diameter in volumes:
-        config = SegmentConfig(backend=backend, model=model, device="cpu", diameter=diameter)
+        config = SegmentConfig(backend=backend, model=model, device="cpu", diameter=diameter, tta=tta)
         if segmenter is None or segmenter.config != config:
             segmenter = BACKENDS[backend](config)
         start = time.perf_counter()
@@ -108,9 +126,13 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
         seconds.append(time.perf_counter() - start)
         results.append(matching(truth, labels, thresh=0.5))
         scores.append(nucleus_scores(truth, labels)["evaluation_score"].to_numpy())
+        if figures is not None and len(results) == 1:
+            figures.mkdir(parents=True, exist_ok=True)
+            name = backend + ("-tta" if tta else "")
+            figure(image, truth, labels, figures / f"{name}-{dataset}.png", f"{name} on {dataset}: F1@0.5 {results[0].f1:.2f}")
     pooled = pool(results)
     return {
-        "backend": backend, "model": model, "dataset": dataset, "volumes": len(volumes), "shape": list(volumes[0][0].shape),
+        "backend": backend + ("+tta" if tta else ""), "model": model, "dataset": dataset, "volumes": len(volumes), "shape": list(volumes[0][0].shape),
         "seconds_per_volume": float(np.mean(seconds)), "seconds": seconds,
         "f1": float(pooled.f1), "precision": float(pooled.precision), "recall": float(pooled.recall),
         "n_true": int(pooled.n_true), "n_pred": int(pooled.n_pred),
@@ -190,12 +212,14 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["synthetic-heldout", "synthetic-default", "embryo", "ovule"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--big", action="store_true", help="also the 64 x 2048 x 2048 block-path memory check (minutes)")
+    parser.add_argument("--figures", type=Path, default=None, help="write an overlay of the middle slice per (backend, data set) here")
+    parser.add_argument("--tta", action="store_true", help="also the U-Net with test-time augmentation (4 flips)")
     parser.add_argument("--case", nargs=3, metavar=("BACKEND", "MODEL", "DATASET"), help=argparse.SUPPRESS)
     parser.add_argument("--big-case", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         backend, model, dataset = args.case
-        print(json.dumps(run_case(backend, None if model == "-" else model, dataset, args.volumes, args.threads)))
+        print(json.dumps(run_case(backend, None if model == "-" else model, dataset, args.volumes, args.threads, args.figures)))
         return
     if args.big_case:
         workdir = REPO / "bench" / "results" / "work"
@@ -204,14 +228,15 @@ def main() -> None:
         return
     from machine import cpu_scaling
 
-    models = {"unet": args.unet or "-", "stardist": args.stardist, "cellpose": args.cellpose}
+    models = {"unet": args.unet or "-", "unet+tta": (args.unet or "-") if args.tta else None, "stardist": args.stardist, "cellpose": args.cellpose}
     rows = []
     scaling = cpu_scaling()
     for dataset in args.datasets:
         for backend, model in models.items():
             if model is None:
                 continue
-            row = _subprocess(["--case", backend, model, dataset, "--volumes", str(args.volumes), "--threads", str(args.threads)])
+            extra = ["--figures", str(args.figures)] if args.figures else []
+            row = _subprocess(["--case", backend, model, dataset, "--volumes", str(args.volumes), "--threads", str(args.threads), *extra])
             rows.append(row)
             print(f"{backend:9s} {dataset:18s} F1 {row['f1']:.3f}  ES {row['evaluation_score']:.3f}  {row['seconds_per_volume']:.1f} s/volume  "
                   f"peak {row['peak_rss_mb'] / 1024:.2f} GB", flush=True)

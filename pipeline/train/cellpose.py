@@ -26,10 +26,12 @@ import numpy as np
 from pipeline.config.train import TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.segment.backends.base import package_version
-from pipeline.segment.backends.cellpose import WEIGHTS, CellposeCard, build_cellpose, cellpose_eval, cellpose_major, import_cellpose
+from pipeline.segment.backends.cellpose import (
+    WEIGHTS, CellposeCard, build_cellpose, cellpose_eval, cellpose_major, import_cellpose, masks_from_flows,
+)
 from pipeline.segment.card import CARD_NAME, validate_card, write_card_json
 from pipeline.segment.resample import resample_image, resample_labels, zoomed_shape
-from pipeline.train.common import card_fields, fresh_folder, load_split_volumes, score, unpadded
+from pipeline.train.common import card_fields, fresh_folder, load_split_volumes, score_labels, unpadded
 from pipeline.train.init import check_backend, init_record
 
 LOG = logging.getLogger(__name__)
@@ -132,9 +134,11 @@ def train_cellpose(config: TrainConfig, *, progress: bool = True):
         anisotropy=anisotropy, bsize=cp.bsize, min_size=cp.min_size,
     )
     fresh = build_cellpose(card, folder / WEIGHTS, device=device)  # a fresh network for eval
+    flows = [cellpose_eval(fresh, card, unpadded(v)[0], masks=False) for v in val_vols]  # one network run per volume
     best_t, best = cp.cellprob_thresholds[0], None
     for t in cp.cellprob_thresholds:
-        metrics = score(lambda im: cellpose_eval(fresh, card, im, cellprob_threshold=t), val_vols, config.validation.match_threshold) if val_vols else None
+        labels = [masks_from_flows(dp, prob, card, t) for dp, prob in flows]
+        metrics = score_labels(labels, val_vols, config.validation.match_threshold) if val_vols else None
         LOG.info("Cellpose: cellprob threshold %.2f -> val instance F1 %s", t, metrics and f"{metrics['match_f1']:.3f}")
         if metrics is not None and (best is None or metrics["match_f1"] > best["match_f1"]):
             best_t, best = t, metrics

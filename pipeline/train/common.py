@@ -54,11 +54,13 @@ def unpadded(vol: Volume) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score(segment: Callable[[np.ndarray], np.ndarray], volumes: Sequence[Volume], threshold: float = 0.5) -> dict[str, Any]:
-    """Instance matching (IoU ``threshold``) of ``segment`` on the volumes, pooled: ``match_*``, ``n_true``, ``n_pred``."""
-    results = []
-    for vol in volumes:
-        image, truth = unpadded(vol)
-        results.append(matching(truth, segment(image), thresh=threshold))
+    """Instance matching (IoU ``threshold``) of ``segment`` (image -> labels) on the volumes, pooled."""
+    return score_labels([segment(unpadded(v)[0]) for v in volumes], volumes, threshold)
+
+
+def score_labels(predictions: Sequence[np.ndarray], volumes: Sequence[Volume], threshold: float = 0.5) -> dict[str, Any]:
+    """Instance matching of predicted labels (one per volume) pooled: ``match_*``, ``n_true``, ``n_pred``."""
+    results = [matching(unpadded(v)[1], labels, thresh=threshold) for labels, v in zip(predictions, volumes)]
     pooled = pool(results)
     out: dict[str, Any] = {f"match_{k}": round(float(getattr(pooled, k)), 5) for k in MATCH_KEYS}
     out.update(n_true=int(pooled.n_true), n_pred=int(pooled.n_pred))

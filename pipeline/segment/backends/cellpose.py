@@ -126,8 +126,12 @@ class CellposeSegmenter(ModelSegmenter):
         return cellpose_eval(self.model, self.card, image)
 
 
-def cellpose_eval(model, card: CellposeCard, image: np.ndarray, *, cellprob_threshold: float | None = None) -> np.ndarray:
-    """Cellpose 3D masks of a normalised ``(z, y, x)`` image at the card's scale."""
+def cellpose_eval(model, card: CellposeCard, image: np.ndarray, *, cellprob_threshold: float | None = None, masks: bool = True):
+    """Cellpose 3D masks of a normalised ``(z, y, x)`` image at the card's scale.
+
+    With ``masks=False``: the flows ``dP`` and the cell probability instead (for
+    :func:`masks_from_flows`, to try several thresholds on one network run).
+    """
     kwargs: dict[str, Any] = dict(
         z_axis=0, do_3D=True, anisotropy=card.anisotropy, diameter=card.diam_px, normalize=False,
         cellprob_threshold=card.cellprob_threshold if cellprob_threshold is None else cellprob_threshold,
@@ -135,8 +139,22 @@ def cellpose_eval(model, card: CellposeCard, image: np.ndarray, *, cellprob_thre
     )
     if cellpose_major() < 4:
         kwargs["channels"] = [0, 0]
-    out = model.eval(np.asarray(image, np.float32), **kwargs)
+    out = model.eval(np.asarray(image, np.float32), compute_masks=masks, **kwargs)
+    if not masks:
+        return np.asarray(out[1][1]), np.asarray(out[1][2])
     masks = np.asarray(out[0])
     if masks.shape != image.shape:
         raise ValueError(f"Cellpose returned masks of shape {masks.shape} for an image of shape {image.shape}")
     return masks.astype(np.uint32, copy=False)
+
+
+def masks_from_flows(dp: np.ndarray, cellprob: np.ndarray, card: CellposeCard, cellprob_threshold: float) -> np.ndarray:
+    """Cellpose's 3D masks from the flows of :func:`cellpose_eval` (``masks=False``) at another threshold."""
+    import torch
+
+    dynamics = import_cellpose("cellpose.dynamics")
+    masks = dynamics.resize_and_compute_masks(
+        dp, cellprob, niter=200, cellprob_threshold=cellprob_threshold, do_3D=True, min_size=card.min_size, device=torch.device("cpu"),
+    )
+    masks = masks[0] if isinstance(masks, tuple) else masks
+    return np.asarray(masks).astype(np.uint32, copy=False)
