@@ -36,6 +36,7 @@ from pipeline.config.train import OptimConfig, TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.groundtruth.trainset import TrainingSet
 from pipeline.segment.unet.card import build_model, load_model, save_model
+from pipeline.segment.unet.apply import OVERLAP
 from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
@@ -248,7 +249,11 @@ def _run(
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         mine = {k: v for k, v in config.model_dump(mode="json").items() if k in RESUME_KEYS}
-        theirs = {k: v for k, v in ckpt["config"].items() if k in RESUME_KEYS}
+        try:  # fields added since the checkpoint was written take their defaults
+            saved = TrainConfig.model_validate(ckpt["config"]).model_dump(mode="json")
+        except ValueError:
+            saved = ckpt["config"]
+        theirs = {k: v for k, v in saved.items() if k in RESUME_KEYS}
         if mine != theirs:
             diff = sorted(k for k in RESUME_KEYS if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{ckpt_path}: written with other settings ({', '.join(diff)}); use --no-resume or another --out")
@@ -377,14 +382,21 @@ def _run(
         if not val_vols:
             write_model()
         elif (out / MODEL_DIR).exists():
+            best_model, _ = load_model(out / MODEL_DIR, device=device)
             if config.validation.tune_labeling:
-                best_model, _ = load_model(out / MODEL_DIR, device=device)
                 tuned, rows = tune_labeling(
-                    best_model, val_vols, tile=tile, overlap=config.validation.overlap, device=device, labeling=config.labeling,
+                    best_model, val_vols, tile=None, overlap=OVERLAP, precision="auto", device=device, labeling=config.labeling,
                     voxel_size=voxel_size, match_threshold=config.validation.match_threshold,
                 )
                 config = config.model_copy(update={"labeling": tuned})
                 state["labeling_tuning"] = rows
+            # the card's metrics are those of the shipped weights with the card's labelling, tiled and
+            # computed as `spheroid segment` does (training-time validations stay in "final" and metrics.csv)
+            final = validate(
+                best_model, val_vols, tile=None, overlap=OVERLAP, precision="auto", device=device, labeling=config.labeling,
+                voxel_size=voxel_size, match_threshold=config.validation.match_threshold, loss=loss_fn,
+            )
+            state["best"] = {**final, "computed_with": "the card's labeling, inference tiles and precision"}
             # the final card (time, final metrics) beside the best weights
             write_card(make_card(config, voxel_size, summary, state, device), out / MODEL_DIR)
     write_csv(state["history"], out / "metrics.csv")

@@ -50,11 +50,17 @@ def class_metrics(conf: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[st
     return out
 
 
+def _tile(tile: Sequence[int] | None, shape: Sequence[int], overlap: float, model) -> Sequence[int]:
+    from pipeline.segment.unet.apply import inference_tile
+
+    return tile if tile is not None else inference_tile(None, shape, overlap, getattr(model, "divisor", (1, 1, 1)))
+
+
 def validate(
     model: torch.nn.Module,
     volumes: Sequence[Volume],
     *,
-    tile: Sequence[int],
+    tile: Sequence[int] | None,
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
     labeling: LabelingConfig | None = None,
@@ -62,6 +68,7 @@ def validate(
     match_threshold: float = 0.5,
     loss: CombinedLoss | None = None,
     batch_size: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Predict each volume whole and score it against its target and instances.
 
@@ -71,8 +78,10 @@ def validate(
         The network (put in eval mode for the prediction, restored afterwards).
     volumes : sequence of Volume
         Validation volumes (only their unpadded region is scored).
-    tile, overlap, device, batch_size
-        Sliding-window settings (:func:`pipeline.segment.unet.predict.predict_volume`).
+    tile, overlap, device, batch_size, precision
+        Sliding-window settings (:func:`pipeline.segment.unet.predict.predict_volume`); ``tile=None``
+        takes each volume's tile by :func:`pipeline.segment.unet.apply.inference_tile`, as ``spheroid
+        segment`` does.
     labeling : LabelingConfig, optional
         Instance labelling of the probabilities.
     voxel_size : sequence of float
@@ -96,7 +105,7 @@ def validate(
         z, y, x = vol.shape
         image = vol.image[:, :z, :y, :x]
         target = vol.semantic[:z, :y, :x]
-        probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+        probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, batch_size=batch_size, precision=precision)
         conf += confusion_matrix(target, np.argmax(probs[: len(CLASSES)], 0), len(CLASSES))
         labels = label_with(probs, labeling, voxel_size)
         matches.append(matching(vol.instances[:z, :y, :x], labels, thresh=match_threshold))
@@ -120,10 +129,11 @@ def tune_labeling(
     model: torch.nn.Module,
     volumes: Sequence[Volume],
     *,
-    tile: Sequence[int],
+    tile: Sequence[int] | None,
     labeling: LabelingConfig,
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     match_threshold: float = 0.5,
     seed_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
@@ -145,7 +155,8 @@ def tune_labeling(
     cases = []
     for vol in volumes:
         z, y, x = vol.shape
-        probs = predict_volume(model, vol.image[:, :z, :y, :x], tile=tile, overlap=overlap, device=device)
+        image = vol.image[:, :z, :y, :x]
+        probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
     seed_key = "seed_distance" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
     first = (getattr(labeling, seed_key), labeling.foreground_threshold)

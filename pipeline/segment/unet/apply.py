@@ -35,7 +35,7 @@ def tile_count(size: int, tile: int, overlap: float) -> int:
     return int(np.ceil((size - tile) / step)) + 1
 
 
-def inference_tile(card: ModelCard, shape: Sequence[int], overlap: float = OVERLAP, divisor: Sequence[int] = (1, 1, 1)) -> tuple[int, int, int]:
+def inference_tile(card: ModelCard | None, shape: Sequence[int], overlap: float = OVERLAP, divisor: Sequence[int] = (1, 1, 1)) -> tuple[int, int, int]:
     """The sliding-window tile for a ``(z, y, x)`` volume: the one rule of ``segment`` and ``test-model``.
 
     Per axis, the fewest tiles of at most :data:`MAX_TILE` that cover the volume, each as
