@@ -30,10 +30,11 @@ class UNetConfig(StrictModel):
     """Normalisation after each convolution (``null``: none, as in the thesis)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout probability after each double-conv block (0: off)."""
-    distance: bool = False
-    """Also predict, for every voxel, its distance to the boundary of its nucleus (0 outside,
-    1 at the centre; one more output with a sigmoid). Instances then grow from the nuclei's
-    centres, which separates touching nuclei whose shared boundary the image does not show."""
+    centre: bool = False
+    """Also predict each nucleus' centre map (one more output, with a sigmoid): inside every
+    nucleus a Gaussian peaked at 1 on its centroid (sigma 0.15 of its extent per axis), 0 outside
+    (:func:`pipeline.train.data.centre_target`). Instances then grow from one seed per centre,
+    which separates touching nuclei whose shared boundary the image does not show."""
 
     @model_validator(mode="after")
     def _pool_levels(self) -> "UNetConfig":
@@ -161,10 +162,10 @@ class LabelingConfig(StrictModel):
     """Instances smaller than this many voxels are removed."""
     elevation: Literal["probability", "distance"] = "probability"
     """Watershed landscape: ``-p(nucleus)`` or the negative distance to the background."""
-    seed_distance: float = Field(0.5, gt=0, lt=1)
-    """Models with the distance output: seeds are the connected regions where the predicted
-    distance to the boundary exceeds this (the inner part of each nucleus); the watershed then
-    runs on the predicted distance. ``seed_threshold`` and ``erode_xy`` are not used then."""
+    seed_centre: float = Field(0.5, gt=0, lt=1)
+    """Models with the centre output: seeds are the connected regions where the predicted centre
+    map exceeds this (one per nucleus); the watershed then runs on the centre map.
+    ``seed_threshold``, ``erode_xy``, ``elevation`` and ``min_seed_size`` are not used then."""
     include_edge: bool | None = None
     """Instances keep the edge voxels they grow into (true: the ground truth's ``inner`` edges, which
     lie inside each instance) or are cut back to the nucleus class (false: the thesis' ``outer``
@@ -299,9 +300,9 @@ class TrainConfig(StrictModel):
     """Optimiser and schedule."""
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     """Instance labelling used in validation and stored in the model card for inference."""
-    distance_weight: float = Field(1.0, ge=0)
-    """Weight of the distance output's loss (mean squared error of the predicted against the true
-    normalised distance), when ``model.distance`` is set."""
+    centre_weight: float = Field(1.0, ge=0)
+    """Weight of the centre output's loss (mean squared error of the predicted against the true
+    centre map), when ``model.centre`` is set."""
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     """Validation, best checkpoint and early stopping."""
     max_steps: int = Field(5000, ge=1)

@@ -7,11 +7,10 @@ interior (nucleus class, edges excluded, optionally eroded in y-x and size
 filtered), then grows the seeds by a watershed over the whole foreground
 (nucleus + edge), so touching nuclei keep apart as long as their interiors do.
 
-A model with the distance output (:class:`~pipeline.config.train.UNetConfig` ``distance``)
-predicts each voxel's normalised distance to its nucleus' boundary; its seeds are the
-regions where that distance exceeds ``seed_distance`` (the inner part of every nucleus,
-apart even where two nuclei touch without a visible boundary) and the watershed runs on
-the predicted distance.
+A model with the centre output (:class:`~pipeline.config.train.UNetConfig` ``centre``)
+predicts a map that peaks at 1 on every nucleus' centroid and falls to 0 at its boundary;
+its seeds are the regions where that map exceeds ``seed_centre`` (one per nucleus, apart
+even where two nuclei touch without a visible boundary) and the watershed runs on the map.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ def _masks_from_input(
         return nucleus, nucleus, data > BACKGROUND, None
     if data.ndim == 4:
         if data.shape[0] not in (3, 4):
-            raise ValueError(f"probabilities must have 3 classes on axis 0 (background, edge, nucleus) and optionally the distance, got shape {data.shape}")
+            raise ValueError(f"probabilities must have 3 classes on axis 0 (background, edge, nucleus) and optionally the centre map, got shape {data.shape}")
         p = np.asarray(data, dtype=np.float32)
         argmax = np.argmax(p, axis=0)
         nucleus = argmax == NUCLEUS
@@ -71,7 +70,7 @@ def label_nuclei(
     elevation: str = "probability",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     include_edge: bool = False,
-    seed_distance: float = 0.5,
+    seed_centre: float = 0.5,
 ) -> np.ndarray:
     """Label nucleus instances: seeded watershed from the confident nucleus interior.
 
@@ -101,10 +100,10 @@ def label_nuclei(
     include_edge : bool
         Keep the edge voxels each instance grew into. By default instances are cut back to
         the nucleus class, as in the ground truth, where the edge lies outside each mask.
-    seed_distance : float
-        With a fourth channel (the predicted normalised distance to the boundary): seeds are
-        the 6-connected regions above this, and the watershed runs on minus the distance;
-        ``seed_threshold``, ``erode_xy`` and ``elevation`` are then not used.
+    seed_centre : float
+        With a fourth channel (the predicted centre map): seeds are the 6-connected regions
+        above this (of any size), and the watershed runs on minus the map; ``seed_threshold``,
+        ``erode_xy``, ``elevation`` and ``min_seed_size`` are then not used.
 
     Returns
     -------
@@ -123,9 +122,9 @@ def label_nuclei(
     nucleus, interior, foreground, p_nucleus = _masks_from_input(data, seed_threshold, foreground_threshold)
     foreground |= nucleus
     if data.ndim == 4 and data.shape[0] == 4:
-        distance = np.asarray(data[3], dtype=np.float32)
-        seeds = cc3d.connected_components((distance > seed_distance) & foreground, connectivity=6).astype(np.uint32)
-        return _grow(seeds, -distance, foreground, nucleus, min_seed_size, min_size, include_edge)
+        centre = np.asarray(data[3], dtype=np.float32)
+        seeds = cc3d.connected_components((centre > seed_centre) & foreground, connectivity=6).astype(np.uint32)
+        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge)  # a small nucleus has a small seed
     if not interior.any():
         return np.zeros(interior.shape, dtype=np.uint32)
 
@@ -204,5 +203,5 @@ def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence
         elevation=labeling.elevation,
         voxel_size=voxel_size,
         include_edge=bool(labeling.include_edge),
-        seed_distance=labeling.seed_distance,
+        seed_centre=labeling.seed_centre,
     )

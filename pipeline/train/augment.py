@@ -23,7 +23,7 @@ def augment(
     config : AugmentConfig
         What to apply.
     extra : numpy.ndarray, optional
-        A second ``(z, y, x)`` target (the distance) that gets the geometric changes only;
+        A second ``(z, y, x)`` target (the centre map) that gets the geometric changes only;
         when given it is returned third.
 
     Returns

@@ -43,7 +43,7 @@ from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
 from pipeline.train.init import apply_init
-from pipeline.train.losses import CombinedLoss, distance_loss
+from pipeline.train.losses import CombinedLoss, centre_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.sampling import PatchSampler
 from pipeline.train.validate import higher_is_better, tune_labeling, validate
@@ -218,7 +218,7 @@ def _run(
     voxel_size = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
     loading = dict(
         normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed,
-        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample, distance=config.model.distance,
+        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample, centre=config.model.centre,
     )
     train_vols = load_volumes(trainset, "train", **loading)
     val_vols = load_volumes(trainset, "val", **loading)
@@ -338,9 +338,9 @@ def _run(
         n_cls = config.model.n_classes
         loss, parts = loss_fn(logits[:, :n_cls].float(), targets)
         if distances is not None:
-            dist_loss = distance_loss(logits[:, n_cls].float(), distances.to(device))
-            loss = loss + config.distance_weight * dist_loss
-            parts["distance"] = float(dist_loss.detach())
+            dist_loss = centre_loss(logits[:, n_cls].float(), distances.to(device))
+            loss = loss + config.centre_weight * dist_loss
+            parts["centre"] = float(dist_loss.detach())
         if not torch.isfinite(loss):
             raise ConfigError(f"optim.lr: the loss became {float(loss)} at step {state['step'] + 1}; lower the learning rate")
         scaler.scale(loss).backward()

@@ -135,6 +135,6 @@ class CombinedLoss(nn.Module):
         return total, parts
 
 
-def distance_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of ``sigmoid(logit)`` against the normalised distance target (both ``(batch, z, y, x)``)."""
+def centre_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``sigmoid(logit)`` against the centre map (both ``(batch, z, y, x)``)."""
     return torch.mean((torch.sigmoid(logit) - target) ** 2)

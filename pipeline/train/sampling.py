@@ -61,10 +61,10 @@ class PatchSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One patch: image ``(channels, z, y, x)`` float32, target ``(z, y, x)`` int64 and the
-        distance target ``(z, y, x)`` float32 (``None`` when the volumes have none)."""
+        centre target ``(z, y, x)`` float32 (``None`` when the volumes have none)."""
         vol = self.volumes[int(rng.integers(len(self.volumes)))]
         z, y, x = self._corner(vol, rng)
         pz, py, px = self.patch
         window = (slice(z, z + pz), slice(y, y + py), slice(x, x + px))
-        dist = vol.distance[window].astype(np.float32) if vol.distance is not None else None
+        dist = vol.centre[window].astype(np.float32) if vol.centre is not None else None
         return vol.image[(slice(None),) + window].copy(), vol.semantic[window].astype(np.int64), dist

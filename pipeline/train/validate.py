@@ -142,7 +142,7 @@ def tune_labeling(
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
     Each volume is predicted once; every combination of ``seed_thresholds`` (of the
-    predicted distance, ``seed_distance``, for a model with that output) and
+    predicted centre map, ``seed_centre``, for a model with that output) and
     ``foreground_thresholds`` is then labelled and matched (pooled over the volumes).
     Ties keep the earlier combination, and ``labeling`` itself is among the candidates.
 
@@ -158,7 +158,7 @@ def tune_labeling(
         image = vol.image[:, :z, :y, :x]
         probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
-    seed_key = "seed_distance" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
+    seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
     first = (getattr(labeling, seed_key), labeling.foreground_threshold)
     candidates = [first] + [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != first]
     rows = []

@@ -100,9 +100,9 @@ class UNet3D(nn.Module):
         Normalisation after each convolution.
     dropout : float
         ``Dropout3d`` probability after each block (0: none).
-    distance : bool
-        One more output: the logit of each voxel's normalised distance to its nucleus'
-        boundary (a sigmoid gives 0 outside nuclei, 1 at their centres).
+    centre : bool
+        One more output: the logit of the nuclei's centre map (a sigmoid gives 0 outside
+        nuclei, 1 at their centres).
 
     Notes
     -----
@@ -126,7 +126,7 @@ class UNet3D(nn.Module):
         upsampling: str = "transpose",
         norm: str | None = None,
         dropout: float = 0.0,
-        distance: bool = False,
+        centre: bool = False,
     ):
         super().__init__()
         features = [int(f) for f in features]
@@ -151,10 +151,10 @@ class UNet3D(nn.Module):
             "upsampling": upsampling,
             "norm": norm,
             "dropout": float(dropout),
-            "distance": bool(distance),
+            "centre": bool(centre),
         }
         self.n_classes = int(n_classes)
-        self.n_outputs = int(n_classes) + int(bool(distance))
+        self.n_outputs = int(n_classes) + int(bool(centre))
         self.pool_factors = pool
         self.down = nn.ModuleList()
         ch = in_channels

@@ -83,7 +83,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def outputs_to_probs(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Softmax over the first ``n_classes`` outputs, a sigmoid on any further one (the distance)."""
+    """Softmax over the first ``n_classes`` outputs, a sigmoid on any further one (the centre map)."""
     probs = torch.softmax(logits[:, :n_classes], dim=1)
     if logits.shape[1] > n_classes:
         probs = torch.cat([probs, torch.sigmoid(logits[:, n_classes:])], dim=1)
@@ -146,7 +146,7 @@ def predict_volume(
     -------
     numpy.ndarray
         float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes),
-        followed by the predicted normalised distance for a model with that output.
+        followed by the predicted centre map for a model with that output.
 
     Raises
     ------
