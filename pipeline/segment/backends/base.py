@@ -36,8 +36,6 @@ class ModelSegmenter:
     """
 
     name = "base"
-    #: Distributions whose versions identify results of this backend.
-    libraries: tuple[str, ...] = ()
 
     def __init__(self, config: SegmentConfig, folder: str | Path, card: CardBase, files: Sequence[str]):
         self.config = config
@@ -54,7 +52,9 @@ class ModelSegmenter:
         return {}
 
     def describe(self) -> dict[str, Any]:
-        """Everything that identifies a result: backend, model (path, name, content hash), settings."""
+        """Everything that identifies a result: backend, model (path, name, content hash), settings
+        (channel, resampling, blocks and the backend's own). Library versions are in every output's
+        provenance (:func:`pipeline.provenance.provenance`), with the backend's in its card."""
         c = self.config
         return {
             "backend": self.name,
@@ -64,13 +64,13 @@ class ModelSegmenter:
             "model_card": self.card.describe(),
             "settings": {
                 **self.settings(),
+                "channel": c.channel,
                 "diameter_um": c.diameter,
                 "voxel_size": c.voxel_size,
                 "combine": c.combine,
                 "block_mvoxels": c.block_mvoxels,
                 "halo_um": c.halo_um,
             },
-            "versions": {name: package_version(name) for name in ("spheroid", *self.libraries)},
         }
 
     def check(self, *, voxel_size: Sequence[float], channels: Sequence[str], source: str) -> None:

@@ -102,7 +102,6 @@ class CellposeSegmenter(ModelSegmenter):
     """Cellpose 3D from a model folder trained with ``spheroid train`` (``backend: cellpose``)."""
 
     name = "cellpose"
-    libraries = ("cellpose", "torch")
 
     def __init__(self, config: SegmentConfig):
         if config.model is None:

@@ -117,7 +117,6 @@ class StarDistSegmenter(ModelSegmenter):
     """StarDist 3D from a model folder trained with ``spheroid train`` (``backend: stardist``)."""
 
     name = "stardist"
-    libraries = ("stardist", "csbdeep", "tensorflow-cpu", "keras")
 
     def __init__(self, config: SegmentConfig):
         if config.model is None:

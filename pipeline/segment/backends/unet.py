@@ -17,7 +17,6 @@ class UNetSegmenter(ModelSegmenter):
     """The U-Net of a model folder (the shipped default when ``config.model`` is unset)."""
 
     name = "unet"
-    libraries = ("torch",)
 
     def __init__(self, config: SegmentConfig):
         from pipeline.segment.unet.card import default_model_path, load_model
