@@ -24,7 +24,7 @@ from pipeline.config.train import LabelingConfig, UNetConfig
 from pipeline.errors import InputError
 from pipeline.preprocess.normalize import percentile_normalize
 from pipeline.segment.card import CARD_NAME, CardBase, validate_card
-from pipeline.segment.unet.network import UNet3D
+from pipeline.segment.unet.network import UNet3D, fold_batchnorm
 
 LOG = logging.getLogger(__name__)
 
@@ -172,7 +172,8 @@ def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tup
     Returns
     -------
     (UNet3D, ModelCard)
-        The network in eval mode, and its card.
+        The network in eval mode (for inference: batch normalisations are folded into their
+        convolutions), and its card.
 
     Raises
     ------
@@ -193,7 +194,9 @@ def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tup
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         raise InputError(f"{weights}: weights do not fit the architecture in {CARD_NAME} ({first[1].strip() if len(first) > 1 else first[0]})") from None
-    model.to(device).eval()
+    model.eval()
+    fold_batchnorm(model)  # inference only: batch normalisation folded into its convolutions
+    model.to(device)
     LOG.info("loaded model %r from %s", card.name, folder)
     return model, card
 

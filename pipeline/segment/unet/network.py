@@ -187,6 +187,35 @@ class UNet3D(nn.Module):
         return self.head(x)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each batch normalisation that follows a convolution into that convolution (in place).
+
+    For inference only (the model must be in eval mode): ``BN(conv(x))`` with BN's running
+    statistics is one affine map per channel, so the convolution's weights and bias absorb
+    it and the BN becomes an identity. The outputs are unchanged up to rounding and the
+    forward pass skips one full-size pass over every activation.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm is for a model in eval mode")
+    for block in model.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        layers = list(block)
+        for i, (conv, bn) in enumerate(zip(layers, layers[1:])):
+            if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.BatchNorm3d) and bn.track_running_stats:
+                with torch.no_grad():
+                    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                    conv.weight.mul_(scale.reshape(-1, 1, 1, 1, 1))
+                    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                    new_bias = (bias - bn.running_mean) * scale + bn.bias
+                    if conv.bias is None:
+                        conv.bias = nn.Parameter(new_bias)
+                    else:
+                        conv.bias.copy_(new_bias)
+                block[i + 1] = nn.Identity()
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
