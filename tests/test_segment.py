@@ -86,7 +86,7 @@ def test_segment_rejects_missing_channel_and_resamples_other_voxel_sizes(tmp_pat
     field.mark_complete()
     summary = run_segment(plate2, SegmentConfig(model=str(tiny_model)), client=dask_client, progress=False)
     assert summary["volumes"] == 1
-    assert Plate.open(str(tmp_path / "q.zarr")).field("A1").labels("nuclei").shape == (1, 1, 4, 16, 16)
+    assert Plate.open(str(tmp_path / "q.zarr")).field("A1").labels("nuclei").shape == (1, 4, 16, 16)
 
 
 def test_segment_needs_complete_input(tmp_path, tiny_model):

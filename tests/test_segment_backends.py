@@ -81,7 +81,7 @@ def test_train_then_segment_a_store(backend, trainset, plate, tmp_path, dask_cli
     assert summary["volumes"] == 1
     field = Plate.open(plate.location.url).field("C2")
     labels = field.labels("nuclei")
-    assert labels.shape == (1, 1, *SHAPE) and labels.dtype == np.uint32 and field.is_complete("nuclei", label=True)
+    assert labels.shape == (1, *SHAPE) and labels.dtype == np.uint32 and field.is_complete("nuclei", label=True)
     described = get_segmenter(config).describe()
     assert described["backend"] == backend and described["model"] == model and len(described["model_sha256"]) == 64
     assert isinstance(get_segmenter(config), Segmenter)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
-from tqdm.auto import tqdm
+from pipeline.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def segment_blocks(
     union = _UnionFind()
     pending: dict[tuple[int, tuple[int, int, int]], np.ndarray] = {}
     offset = 0
-    for block in tqdm(blocks, desc="blocks", unit="block", disable=not progress or len(blocks) == 1, leave=False):
+    for block in progress_bar(blocks, desc="blocks", unit="block", disable=not progress or len(blocks) == 1, leave=False):
         local = np.asarray(segment(block.outer))
         if local.shape != tuple(s.stop - s.start for s in block.outer):
             raise ValueError(f"segment returned shape {local.shape} for the block {block.outer}")

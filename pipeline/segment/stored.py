@@ -26,20 +26,22 @@ LOG = logging.getLogger(__name__)
 
 
 class VerifiedOutput:
-    """``(z, y, x)`` view of volume ``(t, 0)`` of a label array; every write is read back and compared."""
+    """``(z, y, x)`` view of time point ``t`` of a label array (``t, z, y, x``, or ``t, 1, z, y, x``
+    as earlier versions wrote); every write is read back and compared."""
 
     def __init__(self, array, t: int, where: str):
-        self.array, self.t, self.where = array, int(t), where
-        self.shape = tuple(int(s) for s in array.shape[2:])
+        self.array, self.where = array, where
+        self.lead = (int(t),) if array.ndim == 4 else (int(t), 0)
+        self.shape = tuple(int(s) for s in array.shape[-3:])
 
     def __getitem__(self, index) -> np.ndarray:
-        return np.asarray(self.array[(self.t, 0, *index)])
+        return np.asarray(self.array[(*self.lead, *index)])
 
     def __setitem__(self, index, value) -> None:
         value = np.asarray(value, dtype=self.array.dtype)
-        self.array[(self.t, 0, *index)] = value
-        if not np.array_equal(np.asarray(self.array[(self.t, 0, *index)]), value):
-            raise StoreError(f"{self.where}: read-back of t={self.t} block {index} differs from what was written")
+        self.array[(*self.lead, *index)] = value
+        if not np.array_equal(np.asarray(self.array[(*self.lead, *index)]), value):
+            raise StoreError(f"{self.where}: read-back of t={self.lead[0]} block {index} differs from what was written")
 
 
 def _image(location: Location, path: str):
