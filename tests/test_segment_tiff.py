@@ -42,6 +42,7 @@ def test_zyx_tiff_to_label_tiff(tmp_path, spheroid):
     assert again.exit_code == 1 and "exists; pass --overwrite" in again.output
 
 
+@pytest.mark.slow
 def test_czyx_channel_by_index_name_and_combination(tmp_path, spheroid):
     images, _ = spheroid
     path = tmp_path / "czyx.ome.tif"

@@ -50,6 +50,7 @@ def test_resample_labels_keeps_ids():
     assert np.array_equal(resample_labels(up, (2, 3, 4)), labels)
 
 
+@pytest.mark.slow
 def test_other_voxel_size_is_resampled(spheroid, unet):
     images, truth = spheroid
     native = unet.predict(images[0], voxel_size=VOXEL)
@@ -63,6 +64,7 @@ def test_other_voxel_size_is_resampled(spheroid, unet):
     assert matching(fine_truth, labels).f1 > f1_native - 0.05
 
 
+@pytest.mark.slow
 def test_blocks_match_whole_volume(spheroid):
     images, truth = spheroid
     whole = UNetSegmenter(SegmentConfig(device="cpu"))
@@ -89,6 +91,7 @@ def test_channel_combination_and_plan(spheroid):
     assert subsample_step((64, 2048, 2048)) == 5 and subsample_step((21, 512, 512)) == 1
 
 
+@pytest.mark.slow
 def test_store_blocks_equal_in_memory_blocks(tmp_path, spheroid, dask_client):
     images, _ = spheroid
     plate = Plate.create(str(tmp_path / "p.zarr"))

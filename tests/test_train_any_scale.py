@@ -65,6 +65,7 @@ def test_centre_target_gives_one_seed_per_nucleus():
     assert matching(truth, labels, thresh=0.5).f1 > 0.95
 
 
+@pytest.mark.slow
 def test_init_from_keeps_provenance(trainset, tmp_path):
     base = {
         "trainset": str(trainset), "model": {"features": [4, 8], "centre": True}, "sampling": {"patch_size": [8, 32, 32], "batch_size": 2},
