@@ -301,8 +301,8 @@ class TrainConfig(StrictModel):
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     """Instance labelling used in validation and stored in the model card for inference."""
     centre_weight: float = Field(1.0, ge=0)
-    """Weight of the centre output's loss (mean squared error of the predicted against the true
-    centre map), when ``model.centre`` is set."""
+    """Weight of the centre output's loss (cross-entropy of the predicted against the true centre
+    map, peaks weighted up: :func:`pipeline.train.losses.centre_loss`), when ``model.centre`` is set."""
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     """Validation, best checkpoint and early stopping."""
     max_steps: int = Field(5000, ge=1)

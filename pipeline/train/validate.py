@@ -159,6 +159,8 @@ def tune_labeling(
         probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
     seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
+    if seed_key == "seed_centre":  # a centre map's peaks may stay well below 1
+        seed_thresholds = sorted(set(seed_thresholds) | {0.2, 0.3, 0.4})
     first = (getattr(labeling, seed_key), labeling.foreground_threshold)
     candidates = [first] + [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != first]
     rows = []
