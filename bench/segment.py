@@ -12,7 +12,7 @@ Data sets (none of them seen in training or model selection):
 * ``embryo``: the real 8-cell mouse embryo of ``../shared/data/embryo-nuclei-3d``
   (51 x 120 x 122 at 2.18 x 1 x 1 um, nuclei ~20 um: ``--diameter 20``);
 * ``ovule``: the real ovule crop 1136 of ``../shared/data/ovule-nuclei-3d`` (voxel size from
-  its TIFF, nuclei ~4 um: ``--diameter 4``).
+  its TIFF, nuclei ~3.5 um: ``--diameter 3.5``).
 
 Each (backend, data set) runs in its own subprocess (its peak RSS is its own) through the
 same path as ``spheroid segment`` (:meth:`ModelSegmenter.run`: normalise, resample,
@@ -81,7 +81,7 @@ def real(kind: str) -> list[tuple]:
         return [(image, truth, (2.18, 1.0, 1.0), 20.0)]
     image, voxel = read_tiff(DATA / "ovule-nuclei-3d" / "1136_mini_raw.tif")
     truth, _ = read_tiff(DATA / "ovule-nuclei-3d" / "1136_mini_label.tif")
-    return [(image, truth, voxel, 4.0)]
+    return [(image, truth, voxel, 3.5)]
 
 
 def figure(image, truth, labels, path: Path, title: str) -> None:
