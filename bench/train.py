@@ -70,7 +70,7 @@ def run_case(size: str, device: str, steps: int, warmup: int, batch: int, patch:
     def step() -> float:
         images, targets = [], []
         for _ in range(batch):
-            image, target = augment(*sampler.sample(rng), rng, AugmentConfig())
+            image, target = augment(*sampler.sample(rng)[:2], rng, AugmentConfig())
             images.append(image)
             targets.append(target)
         x, y = torch.from_numpy(np.stack(images)).to(dev), torch.from_numpy(np.stack(targets)).to(dev)

@@ -71,17 +71,22 @@ def test_segment_writes_labels_and_resumes(tmp_path, rng, tiny_model, dask_clien
     assert third["volumes"] == 1 and third["skipped"] == 1
 
 
-def test_segment_rejects_missing_channel_and_voxel_mismatch(tmp_path, rng, tiny_model):
+def test_segment_rejects_missing_channel_and_resamples_other_voxel_sizes(tmp_path, rng, tiny_model, dask_client):
     plate = _plate(tmp_path, rng, channels=("DAPI", "Cy3"))
-    with pytest.raises(ConfigError, match="no channel 'Hoechst'"):
+    with pytest.raises(InputError, match=r"no channel 'Hoechst' \(channels: DAPI, Cy3\); pick the nuclear channel with --channel"):
         run_segment(plate, SegmentConfig(model=str(tiny_model)), progress=False)
+    with pytest.raises(InputError, match=r"channel index 2 out of range: the data has 2 channel\(s\) \(DAPI, Cy3\)"):
+        run_segment(plate, SegmentConfig(model=str(tiny_model), channel=2), progress=False)
+    # another channel name is mapped onto the model's input
+    assert run_segment(plate, SegmentConfig(model=str(tiny_model), channel="DAPI"), client=dask_client, progress=False)["volumes"] == 2
     plate2 = Plate.create(str(tmp_path / "q.zarr"))
     field = plate2.add_field("A1")
     field.create_image("raw", (1, 1, 4, 16, 16), "uint16", ImageMeta(channels=("Hoechst",), voxel_size=(1.0, 0.2, 0.2)))
-    write_volume(plate2.location, field.array_path(), 0, 0, np.zeros((4, 16, 16), np.uint16))
+    write_volume(plate2.location, field.array_path(), 0, 0, rng.integers(0, 1000, (4, 16, 16), dtype=np.uint16))
     field.mark_complete()
-    with pytest.raises(InputError, match="voxel size"):
-        run_segment(plate2, SegmentConfig(model=str(tiny_model)), progress=False)
+    summary = run_segment(plate2, SegmentConfig(model=str(tiny_model)), client=dask_client, progress=False)
+    assert summary["volumes"] == 1
+    assert Plate.open(str(tmp_path / "q.zarr")).field("A1").labels("nuclei").shape == (1, 4, 16, 16)
 
 
 def test_segment_needs_complete_input(tmp_path, tiny_model):
@@ -100,15 +105,19 @@ def test_segment_cli_missing_model(tmp_path, rng):
 
 
 def test_inference_tile_covers_the_stack():
-    from pipeline.segment.unet.apply import inference_tile
+    from pipeline.segment.unet.apply import inference_tile, tile_count
 
     card = ModelCard(
         name="t", architecture=UNetConfig(features=[2, 4], pool=[[1, 2, 2]]), voxel_size=[5.0, 1.24, 1.24],
         channels=["Hoechst"], patch_size=[16, 64, 64], tile=[16, 128, 128],
     )
-    assert inference_tile(card, (21, 512, 512)) == (21, 256, 256)
-    assert inference_tile(card, (60, 100, 1000)) == (32, 128, 256)
-    assert inference_tile(card, (8, 64, 64)) == (16, 128, 128)
+    assert inference_tile(card, (21, 512, 512), 0.125, (1, 2, 2)) == (21, 188, 188)
+    assert inference_tile(card, (21, 256, 256), 0.125, (1, 2, 2)) == (21, 256, 256)
+    assert inference_tile(card, (8, 64, 64), 0.125, (1, 2, 2)) == (8, 64, 64)
+    for shape in [(21, 512, 512), (60, 100, 1000), (7, 300, 257)]:
+        tile = inference_tile(card, shape, 0.125, (2, 4, 4))
+        assert all(t % d == 0 and t <= m for t, d, m in zip(tile, (2, 4, 4), (32, 256, 256)))
+        assert all(tile_count(s, t, 0.125) == tile_count(s, m - m % d, 0.125) for s, t, m, d in zip(shape, tile, (32, 256, 256), (2, 4, 4)))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +166,7 @@ def test_other_settings_are_refused_unless_overwrite(spheroid_plate, dask_client
     field.plate.group[f"{field.label_path('nuclei')}/done"][1, 0] = 0  # as if stopped before t=1
     field.update_attrs("nuclei", label=True, complete=False)
     before = field.attrs("nuclei", label=True)
-    with pytest.raises(StoreError, match=r"labels/nuclei: was made with other settings \(overlap: 0.25 -> 0.5\); pass --overwrite"):
+    with pytest.raises(StoreError, match=r"labels/nuclei: was made with other settings \(overlap: 0.125 -> 0.5.*\); pass --overwrite"):
         run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False)
     assert Plate.open(url).field("B10").attrs("nuclei", label=True) == before  # records unchanged
     assert not Plate.open(url).field("B10").done("nuclei", label=True)[1, 0]

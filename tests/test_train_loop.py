@@ -161,13 +161,13 @@ def test_bad_settings(trainset, tmp_path):
         train(tiny_config(trainset, tmp_path).model_copy(update={"trainset": None}), progress=False)
     with pytest.raises(ConfigError, match=r"patch_size \[8, 31, 32\] must be a multiple"):
         train(tiny_config(trainset, tmp_path, sampling={"patch_size": [8, 31, 32]}), progress=False)
-    with pytest.raises(InputError, match="no 'train' items of channel 'GFP'"):
+    with pytest.raises(InputError, match=r"no items in split\(s\) train, val of channel 'GFP'"):
         train(tiny_config(trainset, tmp_path, channel="GFP"), progress=False)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             train(tiny_config(trainset, tmp_path, device="cuda"), progress=False)
-    with pytest.raises(InputError, match=r"item 's0' has voxel size .* rescale"):
-        train(tiny_config(trainset, tmp_path, voxel_size=[2.0, 1.0, 1.0]), progress=False)
+    with pytest.raises(InputError, match=r"item 's0' has voxel size .* set resample: true"):
+        train(tiny_config(trainset, tmp_path, voxel_size=[2.0, 1.0, 1.0], resample=False), progress=False)
 
 
 def test_lr_schedule():

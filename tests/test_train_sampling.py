@@ -36,9 +36,10 @@ def test_sampling_is_reproducible():
     sampler = PatchSampler([vol], (4, 16, 16))
     a = [sampler.sample(np.random.default_rng(7)) for _ in range(3)]
     b = [sampler.sample(np.random.default_rng(7)) for _ in range(3)]
-    for (ia, ta), (ib, tb) in zip(a, b):
+    for (ia, ta, _), (ib, tb, _) in zip(a, b):
         assert np.array_equal(ia, ib) and np.array_equal(ta, tb)
-    img, tgt = a[0]
+    img, tgt, dist = a[0]
+    assert dist is None
     assert img.shape == (1, 4, 16, 16) and img.dtype == np.float32 and tgt.dtype == np.int64
 
 

@@ -128,3 +128,22 @@ def test_predict_rejects_bad_input():
         predict_volume(Pointwise(), np.zeros((4, 8, 8), np.float32), overlap=1.0)
     with pytest.raises(ValueError, match="shape"):
         predict_volume(Pointwise(), np.zeros((8, 8), np.float32))
+
+
+def test_fold_batchnorm_keeps_the_output():
+    import torch
+
+    from pipeline.segment.unet.network import UNet3D, fold_batchnorm
+
+    torch.manual_seed(0)
+    net = UNet3D(features=[4, 8], pool=[[1, 2, 2]], norm="batch", centre=True)
+    for _ in range(3):
+        net(torch.randn(2, 1, 4, 16, 16))  # running statistics
+    net.eval()
+    x = torch.randn(1, 1, 4, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+        fold_batchnorm(net)
+        after = net(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    assert torch.allclose(before, after, atol=1e-5) and after.shape == (1, 4, 4, 16, 16)

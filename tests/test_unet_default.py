@@ -27,6 +27,14 @@ def test_card_describes_the_training(default_model):
     assert "synthetic" in sources and any(s.startswith("real:") for s in sources)
     assert card.metrics["heldout"]["metrics"]["synthetic"]["match_f1"] > 0
     assert card.command and "reproduce.sh" in card.command
+    # what segment needs to resample any data to the model's scale
+    assert card.nucleus_diameter_um is not None and 6 < card.nucleus_diameter_um < 15
+    assert card.architecture.centre and card.architecture.norm == "batch"
+    # the card's metrics were computed with the card's own labelling (issue 17)
+    assert card.metrics["best"]["computed_with"].startswith("the card's labeling")
+    tuned = [r for r in card.metrics["labeling_tuning"] if r["seed_centre"] == card.labeling.seed_centre
+             and r["foreground_threshold"] == card.labeling.foreground_threshold]
+    assert tuned and abs(tuned[0]["match_f1"] - card.metrics["best"]["match_f1"]) < 1e-6
 
 
 def test_segments_an_unseen_synthetic_spheroid(default_model):

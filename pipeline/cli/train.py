@@ -27,6 +27,9 @@ EXIT_RESUMABLE = 75
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides 'device'.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Overrides 'max_steps' (also the length of the LR schedule).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (overrides 'threads').")
+@click.option("--backend", type=click.Choice(["unet", "stardist", "cellpose"]), default=None, help="Overrides 'backend'.")
+@click.option("--init-from", "init_from", type=click.Path(file_okay=False, path_type=Path), default=None, help="Fine-tune: start from this model folder's weights (overrides 'init_from').")
+@click.option("--voxel-size", "voxel_size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="Z Y X", help="Voxel size (um) to train at; items are resampled to it (default: the training set's).")
 def train(
     config: TrainConfig,
     trainset: Path | None,
@@ -35,14 +38,17 @@ def train(
     device: str | None,
     max_steps: int | None,
     threads: int | None,
+    backend: str | None,
+    init_from: Path | None,
+    voxel_size: tuple[float, float, float] | None,
 ) -> None:
-    """Train the 3D U-Net (background / edge / nucleus) on a training set.
+    """Train a segmentation model on a training set: the 3D U-Net, or StarDist / Cellpose (`backend:`).
 
-    Writes OUT/model/ (weights.pt + model.json: the model to segment with),
-    OUT/checkpoint.pt, OUT/metrics.csv and OUT/learning_curve.png. SIGTERM or
-    SIGUSR1 saves a checkpoint and exits with status 75; the same command resumes.
+    Writes OUT/model/ (weights + model.json: the model to segment with) and OUT/metrics.csv;
+    the U-Net also OUT/checkpoint.pt and OUT/learning_curve.png, and SIGTERM or SIGUSR1
+    saves its checkpoint and exits with status 75; the same command resumes.
     """
-    from pipeline.train.loop import train as run_training
+    from pipeline.train.job import run_training
 
     updates = {
         "trainset": str(trainset) if trainset is not None else None,
@@ -50,6 +56,9 @@ def train(
         "device": device,
         "max_steps": max_steps,
         "threads": threads,
+        "backend": backend,
+        "init_from": str(init_from) if init_from is not None else None,
+        "voxel_size": list(voxel_size) if voxel_size else None,
     }
     config = TrainConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
     if config.command is None:
@@ -75,23 +84,23 @@ def train(
 @click.option("--update-card", is_flag=True, help="Store the result under metrics.heldout in MODEL/model.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def test_model(model: Path, trainset: Path, split: str, device: str, update_card: bool, as_json: bool) -> None:
-    """Score MODEL on held-out items: per-class F1 and instance F1 at IoU 0.5, per source."""
+    """Score MODEL (any backend) on held-out items: instance F1 at IoU 0.5 (U-Net: also per-class F1), per source.
+
+    The model runs as `spheroid segment` runs it (same tile rule, precision, labelling).
+    """
     import json
 
-    from pipeline.segment.unet.predict import resolve_device
     from pipeline.train.heldout import evaluate_model, record_in_card
 
-    result = evaluate_model(model, trainset, split=split, device=resolve_device(device))
+    result = evaluate_model(model, trainset, split=split, device=device)
     if update_card:
         record_in_card(model, result)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     for name, m in result["metrics"].items():
-        click.echo(
-            f"{split} {name}: F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; "
-            f"instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)"
-        )
+        pixels = f"F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; " if "f1_edge" in m else ""
+        click.echo(f"{split} {name}: {pixels}instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)")
 
 
 def _command_line(config: TrainConfig) -> str:

@@ -146,6 +146,39 @@ class SynthSetConfig(StrictModel):
     """Channel stored as the item image."""
     target: TargetConfig = Field(default_factory=lambda: TargetConfig(min_area=0, smooth="none"))
     """Target preparation: synthetic labels are exact, so only the edge class is added by default."""
+    vary: dict[str, list[float] | list[list[float]]] = Field(default_factory=dict)
+    """Generator settings drawn anew for every well, uniformly in ``[low, high]``: keys are
+    ``synth`` fields, dotted for nested ones (``noise.read_noise``, ``brightness.hoechst``).
+    A number field takes ``[low, high]``; a tuple field takes one ``[low, high]`` per element,
+    or a single ``[low, high]`` factor applied to the whole tuple. What was drawn is recorded
+    in each item's provenance. E.g. ``{packing: [0.15, 0.45], psf_sigma_um: [[3, 6], [0.7, 1.2],
+    [0.7, 1.2]]}``: training data that varies what real stacks vary."""
+    resample_to: PositiveFloat3 | None = None
+    """Render at ``synth.voxel_size`` (which ``vary`` may change) and resample image (linear,
+    anti-aliased) and labels (nearest) to this voxel size (z, y, x um), as ``spheroid segment``
+    resamples data to a model's voxel size; ``synth.shape`` is then the shape after resampling."""
+
+    @field_validator("vary")
+    @classmethod
+    def _known_settings(cls, value: dict) -> dict:
+        base = SynthConfig().model_dump()
+        for key, spec in value.items():
+            node = base
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ValueError(f"{key!r} is not a synth setting")
+                node = node[part]
+            if isinstance(node, bool) or not isinstance(node, (int, float, list, tuple)):
+                raise ValueError(f"{key!r} is not a number or a tuple of numbers")
+            pairs = spec if spec and isinstance(spec[0], list) else [spec]
+            if isinstance(node, (list, tuple)) and isinstance(spec[0], list) and len(spec) != len(node):
+                raise ValueError(f"{key!r}: {len(spec)} ranges for a tuple of {len(node)}")
+            if not isinstance(node, (list, tuple)) and isinstance(spec[0], list):
+                raise ValueError(f"{key!r}: one [low, high] range for a number")
+            for pair in pairs:
+                if len(pair) != 2 or pair[0] > pair[1]:
+                    raise ValueError(f"{key!r}: ranges are [low, high] with low <= high, got {pair}")
+        return value
 
     @field_validator("wells")
     @classmethod

@@ -4,34 +4,78 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.config.base import StrictModel
 from pipeline.config.cluster import ClusterConfig
 
+Backend = Literal["unet", "stardist", "cellpose"]
+
 
 class SegmentConfig(StrictModel):
-    """Segment nuclei in every time point of every field into NGFF labels."""
+    """Segment nuclei in every time point of every field (or in one TIFF) into instance labels."""
 
-    backend: Literal["unet"] = "unet"
-    """Segmentation backend (registry in ``pipeline.segment.backends``)."""
+    backend: Backend = "unet"
+    """Segmentation backend (registry in ``pipeline.segment.backends``): ``unet`` (ours, a model
+    ships with spheroid), ``stardist`` (StarDist 3D) or ``cellpose`` (Cellpose 3D). StarDist and
+    Cellpose need a model folder trained with ``spheroid train`` (no pretrained weights can be
+    downloaded)."""
     model: str | None = None
-    """Model folder (``model.json`` + weights); the U-Net shipped with spheroid when unset."""
+    """Model folder (``model.json`` + weights); ``null``: the U-Net shipped with spheroid (unet only)."""
     input: str = "raw"
     """Image to segment: ``raw`` or a derived image such as ``preprocessed``. The model card's
     normalisation is applied to it, so use the kind of image the model was trained on."""
-    channel: str = "Hoechst"
-    """Channel that shows all nuclei."""
+    channel: str | int | list[str | int] = "Hoechst"
+    """Channel that shows all nuclei: a name or a 0-based index; a list combines channels (each
+    percentile-normalised, then ``combine``-d), e.g. ``[Hoechst, Cy3, GFP]``: Hoechst alone stains
+    a spheroid's core poorly. Whatever it is, it is fed to the model's one input channel."""
+    combine: Literal["sum", "mean", "max"] = "sum"
+    """How the channels of a combination become one image (before the model's normalisation)."""
     output: str = "nuclei"
     """Name of the label image written under ``labels/``."""
+    voxel_size: list[float] | None = Field(None, min_length=3, max_length=3)
+    """Voxel size (z, y, x) in um of the data, for files that do not state it (it overrides what
+    the data states, with a warning). Volumes are resampled to the model's voxel size."""
+    diameter: float | None = Field(None, gt=0)
+    """Typical nucleus diameter of the data in um (embryo ~20, spheroid ~10, plant ~3); ``null``:
+    as the model's (its card). Volumes are resampled so nuclei take as many voxels as the
+    model's training nuclei did."""
     tile: list[int] | None = Field(None, min_length=3, max_length=3)
-    """Sliding-window tile (z, y, x); when unset, as large as the volume up to (32, 256, 256)
-    and at least the model card's tile."""
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    """Fractional overlap of neighbouring tiles (blended with Gaussian weights)."""
+    """U-Net sliding-window tile (z, y, x); when unset, the fewest tiles of at most (32, 256, 256)
+    that cover the volume, each as small as that allows (the one rule of segment and test-model)."""
+    overlap: float = Field(0.125, ge=0.0, lt=1.0)
+    """U-Net: fractional overlap of neighbouring tiles (blended with Gaussian weights)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """U-Net: arithmetic of the forward pass; ``auto`` takes bfloat16 where the CPU (AMX,
+    AVX512-BF16) or GPU computes it natively: 3-4x faster on such CPUs."""
     batch_size: int = Field(1, ge=1)
-    """Tiles per forward pass."""
+    """U-Net: tiles per forward pass."""
+    tta: bool = False
+    """U-Net: test-time augmentation (mean of the probabilities of the 4 flips in y/x; ~4x slower)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the network runs: ``auto`` takes a GPU when the worker has one."""
+    block_mvoxels: float = Field(16.0, gt=0)
+    """Largest block in million voxels at the model's scale, halo included: larger volumes are
+    segmented in overlapping blocks whose labels are merged across the faces (peak memory of a
+    worker stays flat in the volume's size)."""
+    halo_um: float | None = Field(None, gt=0)
+    """Overlap of blocks (um per side); ``null``: two nucleus diameters. Nuclei must be smaller
+    than the halo to be found whole across block faces."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     """Where the tasks run (one task per field and time point)."""
+
+    @field_validator("voxel_size")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(v <= 0 for v in value):
+            raise ValueError(f"voxel sizes must be positive, got {value}")
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _some_channel(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one channel")
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a channel index is >= 0")
+        return value

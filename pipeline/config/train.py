@@ -30,6 +30,11 @@ class UNetConfig(StrictModel):
     """Normalisation after each convolution (``null``: none, as in the thesis)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout probability after each double-conv block (0: off)."""
+    centre: bool = False
+    """Also predict each nucleus' centre map (one more output, with a sigmoid): inside every
+    nucleus a Gaussian peaked at 1 on its centroid (sigma 0.15 of its extent per axis), 0 outside
+    (:func:`pipeline.train.data.centre_target`). Instances then grow from one seed per centre,
+    which separates touching nuclei whose shared boundary the image does not show."""
 
     @model_validator(mode="after")
     def _pool_levels(self) -> "UNetConfig":
@@ -96,6 +101,12 @@ class AugmentConfig(StrictModel):
     """Range of a random additive offset, in normalised units ([0, 0]: off)."""
     noise_std: float = Field(0.05, ge=0.0)
     """Maximum standard deviation of added Gaussian noise (drawn uniformly in [0, noise_std])."""
+    gamma: list[float] = Field(default_factory=lambda: [1.0, 1.0], min_length=2, max_length=2)
+    """Range of a random gamma applied to the patch rescaled to [0, 1] ([1, 1]: off): uneven,
+    non-linear staining."""
+    blur_sigma: list[float] = Field(default_factory=lambda: [0.0, 0.0], min_length=2, max_length=2)
+    """Range of the sigma (y-x voxels) of a random Gaussian blur, applied to half the patches
+    ([0, 0]: off): other optics than the training data's."""
 
 
 class NormalizationConfig(StrictModel):
@@ -151,6 +162,10 @@ class LabelingConfig(StrictModel):
     """Instances smaller than this many voxels are removed."""
     elevation: Literal["probability", "distance"] = "probability"
     """Watershed landscape: ``-p(nucleus)`` or the negative distance to the background."""
+    seed_centre: float = Field(0.5, gt=0, lt=1)
+    """Models with the centre output: seeds are the connected regions where the predicted centre
+    map exceeds this (one per nucleus); the watershed then runs on the centre map.
+    ``seed_threshold``, ``erode_xy``, ``elevation`` and ``min_seed_size`` are not used then."""
     include_edge: bool | None = None
     """Instances keep the edge voxels they grow into (true: the ground truth's ``inner`` edges, which
     lie inside each instance) or are cut back to the nucleus class (false: the thesis' ``outer``
@@ -189,9 +204,70 @@ class ValidationConfig(StrictModel):
         return self
 
 
+class StarDistTrainConfig(StrictModel):
+    """StarDist 3D (``backend: stardist``): the network and its training (see StarDist's ``Config3D``)."""
+
+    n_rays: int = Field(32, ge=8)
+    """Rays per star-convex polyhedron (laid out on a golden spiral, stretched by the anisotropy)."""
+    grid: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=3, max_length=3)
+    """Subsampling of the prediction grid (z, y, x), powers of 2: (1, 2, 2) keeps the few z-slices."""
+    anisotropy: list[float] | None = Field(None, min_length=3, max_length=3)
+    """Object anisotropy (z, y, x); ``null``: from the median nucleus extents of the training labels."""
+    unet_n_depth: int = Field(2, ge=1)
+    """Levels of StarDist's U-Net backbone."""
+    unet_n_filter_base: int = Field(16, ge=4)
+    """Filters of its first level (StarDist's default 32; 16 suits a CPU)."""
+    patch_size: list[int] = Field(default_factory=lambda: [16, 64, 64], min_length=3, max_length=3)
+    """Training patch (z, y, x); divisible by ``grid`` times 2 per backbone level."""
+    batch_size: int = Field(2, ge=1)
+    """Patches per step."""
+    lr: float = Field(3e-4, gt=0)
+    """Adam learning rate (StarDist's default)."""
+    steps_per_epoch: int = Field(50, ge=1)
+    """Steps between validations (Keras epochs); ``max_steps`` in total."""
+    nms_thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.4, 0.5], min_length=1)
+    """NMS thresholds tried when the probability threshold is optimised on the val split."""
+    threshold_iterations: int = Field(20, ge=1)
+    """Iterations of StarDist's search for the probability threshold (per NMS threshold)."""
+
+
+class CellposeTrainConfig(StrictModel):
+    """Cellpose (``backend: cellpose``): a fresh CPnet trained on 2D slices of the training volumes.
+
+    The volumes are resampled to isotropic voxels for the z-x and z-y slices (Cellpose 3D
+    runs the one 2D network on all three views and combines their flows).
+    """
+
+    batch_size: int = Field(8, ge=1)
+    """2D patches per step."""
+    bsize: int = Field(96, ge=32)
+    """Patch size (pixels; a multiple of 16); also the tile at inference."""
+    lr: float = Field(0.005, gt=0)
+    """AdamW learning rate (Cellpose's default, 0.005)."""
+    weight_decay: float = Field(1e-5, ge=0)
+    """AdamW weight decay."""
+    steps_per_epoch: int = Field(10, ge=1)
+    """Steps per Cellpose epoch (epochs = max_steps / steps_per_epoch)."""
+    ortho_slices: bool = True
+    """Also train on z-x and z-y slices (at isotropic scale), the views ``do_3D`` uses."""
+    min_masks: int = Field(1, ge=0)
+    """Slices with fewer nuclei are not used."""
+    cellprob_thresholds: list[float] = Field(default_factory=lambda: [-1.0, 0.0, 1.0], min_length=1)
+    """Cell-probability thresholds tried on the val split; the best goes into the card."""
+    min_size: int = Field(15, ge=0)
+    """Masks smaller than this many voxels are removed at inference."""
+
+
 class TrainConfig(StrictModel):
     """The ``spheroid train`` job: data, network, loss, sampling, optimisation, validation, output."""
 
+    backend: Literal["unet", "stardist", "cellpose"] = "unet"
+    """Which model to train: ``unet`` (ours; the sections model, loss, sampling, augment, optim,
+    labeling apply), ``stardist`` (section ``stardist``) or ``cellpose`` (section ``cellpose``).
+    All three read the same training set and split and write a model folder with a model card."""
+    init_from: str | None = None
+    """Fine-tune: start from the weights of this model folder (same backend; for the U-Net, its
+    architecture and normalisation are taken from its card). The card records where it came from."""
     trainset: str | None = None
     """Training-set folder (``manifest.json`` + images / instances / semantic); ``--trainset`` overrides."""
     out: str = "runs/unet"
@@ -202,8 +278,12 @@ class TrainConfig(StrictModel):
     """Use only training items of this channel (``null``: all items)."""
     voxel_size: list[float] | None = Field(None, min_length=3, max_length=3)
     """Voxel size (z, y, x um) the model expects; ``null``: taken from the training set (all items must agree)."""
-    voxel_tolerance: float = Field(0.25, ge=0)
-    """Relative voxel-size mismatch tolerated when the model is later applied to data."""
+    voxel_tolerance: float = Field(0.1, ge=0)
+    """Relative voxel-size difference per axis within which an item (and later, data to segment)
+    is used as it is; beyond it, it is resampled to ``voxel_size``."""
+    resample: bool = True
+    """Resample training items whose voxel size differs from ``voxel_size`` (image linear, labels
+    nearest, target rebuilt); ``false`` refuses them as before."""
     model: UNetConfig = Field(default_factory=UNetConfig)
     """The network."""
     loss: list[LossTerm] = Field(
@@ -220,6 +300,9 @@ class TrainConfig(StrictModel):
     """Optimiser and schedule."""
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     """Instance labelling used in validation and stored in the model card for inference."""
+    centre_weight: float = Field(1.0, ge=0)
+    """Weight of the centre output's loss (cross-entropy of the predicted against the true centre
+    map, peaks weighted up: :func:`pipeline.train.losses.centre_loss`), when ``model.centre`` is set."""
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     """Validation, best checkpoint and early stopping."""
     max_steps: int = Field(5000, ge=1)
@@ -238,5 +321,9 @@ class TrainConfig(StrictModel):
     """torch CPU threads (``null``: torch's default)."""
     tensorboard: bool = False
     """Also log to TensorBoard (needs the ``[tensorboard]`` extra)."""
+    stardist: StarDistTrainConfig = Field(default_factory=StarDistTrainConfig)
+    """StarDist settings (``backend: stardist``)."""
+    cellpose: CellposeTrainConfig = Field(default_factory=CellposeTrainConfig)
+    """Cellpose settings (``backend: cellpose``)."""
     command: str | None = None
     """The command that reproduces this model, written into the model card (filled by the CLI when unset)."""

@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.progress import progress_bar
 
 from pipeline.config.groundtruth import GroundTruthConfig, RescaleConfig, SampleSource, SynthSetConfig, TargetConfig
+from pipeline.config.synth import SynthConfig
 from pipeline.errors import InputError
 from pipeline.groundtruth.prepare import check_labels, prepare_target, summarize
 from pipeline.groundtruth.tiffio import file_sha256, read_tiff
@@ -155,11 +156,47 @@ def build_from_samples(trainset: TrainingSet, config: GroundTruthConfig, data_di
     return entries
 
 
+#: Settings that are ranges (low, high): drawn values are sorted to stay one.
+RANGE_SETTINGS = ("nucleus_diameter_um", "elongation", "z_ratio", "glowing_gain")
+
+
+def draw_settings(base: SynthConfig, vary: dict, rng: np.random.Generator) -> tuple[SynthConfig, dict[str, Any]]:
+    """``base`` with the ``vary`` settings drawn uniformly in their ranges (see :class:`SynthSetConfig`)."""
+    data = base.model_dump(mode="json")
+    drawn: dict[str, Any] = {}
+    for key, spec in vary.items():
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        current = node[last]
+        if isinstance(current, (list, tuple)):
+            if isinstance(spec[0], list):
+                value = [float(rng.uniform(lo, hi)) for lo, hi in spec]
+            else:
+                factor = float(rng.uniform(*spec))
+                value = [float(c) * factor for c in current]
+            if last in RANGE_SETTINGS:
+                value = sorted(value)
+        else:
+            value = float(rng.uniform(*spec))
+            if isinstance(current, int) and not isinstance(current, bool):
+                value = int(round(value))
+        node[last] = value
+        drawn[key] = value
+    return SynthConfig.model_validate(data), drawn
+
+
 def build_from_synth(trainset: TrainingSet, config: SynthSetConfig, *, replace: bool = False, progress: bool = True) -> list[dict[str, Any]]:
     """Simulate each configured well and add one item per time point to ``trainset``.
 
-    Item ids are ``synth-s<seed>-<well>-t<t>``; a whole well goes to one split.
+    Item ids are ``synth-s<seed>-<well>-t<t>``; a whole well goes to one split. With
+    ``vary``, each well's generator settings are drawn anew (seeded by seed and well); with
+    ``resample_to``, each rendered volume is resampled to that voxel size.
     """
+    import zlib
+
+    from pipeline.preprocess.resample import resample_image, resample_labels
     from pipeline.synth import generate
 
     synth = config.synth.model_copy(update={"wells": list(config.wells)})
@@ -170,15 +207,29 @@ def build_from_synth(trainset: TrainingSet, config: SynthSetConfig, *, replace: 
     _check_free(trainset, [f"synth-s{synth.seed}-{well}-t{t}" for well in config.wells for t in times], replace)
     entries = []
     for well, split in progress_bar(config.wells.items(), desc="synth wells", unit="well", disable=not progress, leave=False):
-        result = generate(synth, well=well, progress=False)
+        rng = np.random.default_rng([synth.seed, zlib.crc32(well.encode())])
+        settings, drawn = draw_settings(synth, config.vary, rng) if config.vary else (synth, {})
+        voxel = settings.voxel_size
+        if config.resample_to is not None:
+            shape = tuple(int(s) for s in synth.shape)
+            render = tuple(max(1, int(round(n * t / v))) for n, t, v in zip(shape, config.resample_to, voxel))
+            settings = settings.model_copy(update={"shape": render})
+            voxel = tuple(float(v) for v in config.resample_to)
+        result = generate(settings, well=well, progress=False)
         channel = result.channels.index(config.channel)
         for t in times:
-            semantic, instances = prepare_target(result.labels[t], **config.target.model_dump())
-            stats = summarize(result.labels[t], instances, semantic)
-            record = provenance("trainset-from-synth", config.target, origin={"generator": "pipeline.synth", "well": well, "t": int(t), "seed": synth.seed, "synth": synth.model_dump(mode="json")}, summary=stats)
+            image, labels = result.images[t, channel], result.labels[t]
+            if config.resample_to is not None and image.shape != shape:
+                image = np.clip(np.rint(resample_image(image, shape)), 0, 65535).astype(np.uint16)
+                labels = resample_labels(labels, shape)
+            semantic, instances = prepare_target(labels, **config.target.model_dump())
+            stats = summarize(labels, instances, semantic)
+            origin = {"generator": "pipeline.synth", "well": well, "t": int(t), "seed": synth.seed, "synth": settings.model_dump(mode="json"),
+                      "drawn": drawn, "rendered_voxel_size": list(result.voxel_size)}
+            record = provenance("trainset-from-synth", config.target, origin=origin, summary=stats)
             entries.append(
                 trainset.add(
-                    result.images[t, channel], instances, semantic, id=f"synth-s{synth.seed}-{well}-t{t}", voxel_size=result.voxel_size,
+                    image, instances, semantic, id=f"synth-s{synth.seed}-{well}-t{t}", voxel_size=voxel,
                     channel=config.channel, source="synthetic", split=split, provenance=record, replace=replace,
                 )
             )

@@ -6,6 +6,11 @@ voxel where the edge class was missed then merged two touching nuclei into one.
 interior (nucleus class, edges excluded, optionally eroded in y-x and size
 filtered), then grows the seeds by a watershed over the whole foreground
 (nucleus + edge), so touching nuclei keep apart as long as their interiors do.
+
+A model with the centre output (:class:`~pipeline.config.train.UNetConfig` ``centre``)
+predicts a map that peaks at 1 on every nucleus' centroid and falls to 0 at its boundary;
+its seeds are the regions where that map exceeds ``seed_centre`` (one per nucleus, apart
+even where two nuclei touch without a visible boundary) and the watershed runs on the map.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ def _masks_from_input(
         nucleus = data == NUCLEUS
         return nucleus, nucleus, data > BACKGROUND, None
     if data.ndim == 4:
-        if data.shape[0] != 3:
-            raise ValueError(f"probabilities must have 3 classes on axis 0 (background, edge, nucleus), got shape {data.shape}")
+        if data.shape[0] not in (3, 4):
+            raise ValueError(f"probabilities must have 3 classes on axis 0 (background, edge, nucleus) and optionally the centre map, got shape {data.shape}")
         p = np.asarray(data, dtype=np.float32)
         argmax = np.argmax(p, axis=0)
         nucleus = argmax == NUCLEUS
@@ -65,6 +70,7 @@ def label_nuclei(
     elevation: str = "probability",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     include_edge: bool = False,
+    seed_centre: float = 0.5,
 ) -> np.ndarray:
     """Label nucleus instances: seeded watershed from the confident nucleus interior.
 
@@ -94,6 +100,10 @@ def label_nuclei(
     include_edge : bool
         Keep the edge voxels each instance grew into. By default instances are cut back to
         the nucleus class, as in the ground truth, where the edge lies outside each mask.
+    seed_centre : float
+        With a fourth channel (the predicted centre map): seeds are the 6-connected regions
+        above this (of any size), and the watershed runs on minus the map; ``seed_threshold``,
+        ``erode_xy``, ``elevation`` and ``min_seed_size`` are then not used.
 
     Returns
     -------
@@ -111,6 +121,10 @@ def label_nuclei(
         raise ValueError(f"elevation must be 'probability' or 'distance', got {elevation!r}")
     nucleus, interior, foreground, p_nucleus = _masks_from_input(data, seed_threshold, foreground_threshold)
     foreground |= nucleus
+    if data.ndim == 4 and data.shape[0] == 4:
+        centre = np.asarray(data[3], dtype=np.float32)
+        seeds = cc3d.connected_components((centre > seed_centre) & foreground, connectivity=6).astype(np.uint32)
+        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge)  # a small nucleus has a small seed
     if not interior.any():
         return np.zeros(interior.shape, dtype=np.uint32)
 
@@ -124,29 +138,37 @@ def label_nuclei(
             back = np.isin(whole, lost)
             extra = cc3d.connected_components(back.astype(np.uint8), connectivity=6).astype(np.uint32)
             seeds[back] = extra[back] + seeds.max()
-    if min_seed_size > 1:
-        sizes = np.bincount(seeds.ravel())
-        small = np.flatnonzero(sizes < min_seed_size)
-        small = small[small > 0]
-        if small.size:
-            seeds[np.isin(seeds, small)] = 0
-    if not seeds.any():
-        return np.zeros(interior.shape, dtype=np.uint32)
-
     if elevation == "probability" and p_nucleus is not None:
         landscape = -p_nucleus
     else:
         landscape = -ndi.distance_transform_edt(foreground, sampling=tuple(float(v) for v in voxel_size)).astype(np.float32)
-    labels = watershed(landscape, markers=seeds, mask=foreground).astype(np.uint32)
-    if not include_edge:
-        labels[~nucleus] = 0
+    return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge)
 
-    if min_size > 0:
+
+def _drop_small(labels: np.ndarray, min_size: int) -> None:
+    """Set labels with fewer than ``min_size`` voxels to 0 (in place)."""
+    if min_size > 1:
         sizes = np.bincount(labels.ravel())
         small = np.flatnonzero(sizes < min_size)
         small = small[small > 0]
         if small.size:
-            labels[np.isin(labels, small)] = 0
+            lut = np.arange(sizes.size, dtype=labels.dtype)
+            lut[small] = 0
+            labels[...] = lut[labels]
+
+
+def _grow(
+    seeds: np.ndarray, landscape: np.ndarray, foreground: np.ndarray, nucleus: np.ndarray,
+    min_seed_size: int, min_size: int, include_edge: bool,
+) -> np.ndarray:
+    """Seeds (small ones dropped) grown by a watershed over ``landscape`` within ``foreground``."""
+    _drop_small(seeds, min_seed_size)
+    if not seeds.any():
+        return np.zeros(seeds.shape, dtype=np.uint32)
+    labels = watershed(landscape, markers=seeds, mask=foreground).astype(np.uint32)
+    if not include_edge:
+        labels[~nucleus] = 0
+    _drop_small(labels, min_size)
     labels, _, _ = _relabel(labels)
     LOG.debug("label_nuclei: %d seeds -> %d instances", int(seeds.max()), int(labels.max()))
     return labels
@@ -181,4 +203,5 @@ def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence
         elevation=labeling.elevation,
         voxel_size=voxel_size,
         include_edge=bool(labeling.include_edge),
+        seed_centre=labeling.seed_centre,
     )

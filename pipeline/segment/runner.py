@@ -13,17 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
-
 from pipeline.config.segment import SegmentConfig
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import StoreError
 from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
-from pipeline.io.volumes import read_volume, write_volume
 from pipeline import workers
 from pipeline.provenance import provenance, settings_signature
 from pipeline.segment.backends import get_segmenter
+from pipeline.segment.inputs import data_voxel_size, resolve_channels
+from pipeline.segment.stored import segment_stored
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class SegmentTask:
     src: str
     dst: str
     t: int
-    c: int
+    channels: tuple[int, ...]
     voxel_size: tuple[float, float, float]
 
 
@@ -56,14 +55,14 @@ def segment_task(task: SegmentTask, location: Location, config_json: str, thread
     limit_threads(threads)
     config = SegmentConfig.model_validate_json(config_json)
     segmenter = get_segmenter(config)
-    volume = read_volume(location, task.src, task.t, task.c)
     start = time.perf_counter()
-    labels = segmenter.predict(volume, voxel_size=task.voxel_size, source=f"{location.url} field {task.field} t={task.t}")
+    info = segment_stored(
+        location, task.src, task.dst, task.t, task.channels, segmenter, voxel_size=task.voxel_size,
+        source=f"{location.url} field {task.field} t={task.t}",
+    )
     seconds = time.perf_counter() - start
-    write_volume(location, task.dst, task.t, 0, labels, stats=False)
     workers.release_memory()
-    nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if labels.any() else 0
-    return {"field": task.field, "t": task.t, "nuclei": nuclei, "seconds": seconds}
+    return {"field": task.field, "t": task.t, "nuclei": info["nuclei"], "seconds": seconds}
 
 
 INFORMATIVE = ("device", "model_card", "model")
@@ -129,18 +128,15 @@ def run_segment(
         if not fld.has_image(config.input) or not fld.is_complete(config.input):
             raise StoreError(f"{plate.location.url}: field {fld} has no complete '{config.input}' image; run the stage that writes it first")
         meta = fld.meta(config.input)
-        if config.channel not in meta.channels:
-            where = f"{source}: key 'channel'" if source != "<defaults>" else f"{plate.location.url}"
-            raise ConfigError(
-                f"{where}: field {fld} has no channel {config.channel!r} (channels: {', '.join(meta.channels)}); "
-                "name the nuclear channel with --channel (or 'channel' in the config)"
-            )
-        segmenter.check(voxel_size=meta.voxel_size, channels=[config.channel], source=f"{plate.location.url} field {fld}")
-        plans.append((fld, meta))
+        where = f"{plate.location.url} field {fld} image '{config.input}'"
+        channels = resolve_channels(config.channel, meta.channels, len(meta.channels), source=where, model_channels=segmenter.card.channels)
+        voxel_size = data_voxel_size(config.voxel_size, meta.voxel_size, source=where)
+        segmenter.check(voxel_size=voxel_size, channels=[meta.channels[c] for c in channels], source=where)
+        plans.append((fld, meta, tuple(channels), voxel_size))
 
     tasks: list[SegmentTask] = []
     skipped = 0
-    for fld, meta in plans:
+    for fld, meta, channels, voxel_size in plans:
         shape = fld.image(config.input).shape
         label_meta = ImageMeta(channels=(config.output,), voxel_size=meta.voxel_size, time_step=meta.time_step)
         fld.create_labels(
@@ -152,12 +148,11 @@ def run_segment(
             attrs={"stage": STAGE, "source": config.input, "channel": config.channel, **segmenter.describe(), "settings": settings, "signature": signature},
         )
         done = fld.done(config.output, label=True)
-        c = meta.channels.index(config.channel)
         for t in range(shape[0]):
             if done[t, 0]:
                 skipped += 1
                 continue
-            tasks.append(SegmentTask(str(fld), fld.array_path(config.input), f"{fld.label_path(config.output)}/0", t, c, tuple(meta.voxel_size)))
+            tasks.append(SegmentTask(str(fld), fld.array_path(config.input), f"{fld.label_path(config.output)}/0", t, channels, voxel_size))
     if skipped:
         LOG.info("%d time point(s) already segmented: skipped", skipped)
 
@@ -180,13 +175,13 @@ def run_segment(
             )
     seconds = time.perf_counter() - start
 
-    record = provenance(STAGE, config, fields=[str(f) for f, _ in plans], settings=settings, signature=signature)
-    for fld, _ in plans:
+    record = provenance(STAGE, config, fields=[str(p[0]) for p in plans], settings=settings, signature=signature)
+    for fld, *_ in plans:
         if not fld.is_complete(config.output, label=True):
             fld.mark_complete(config.output, label=True, provenance=record)
     plate.record(STAGE, record)
     summary = {
-        "fields": [str(f) for f, _ in plans],
+        "fields": [str(p[0]) for p in plans],
         "volumes": len(results),
         "skipped": skipped,
         "nuclei": int(sum(r["nuclei"] for r in results)),

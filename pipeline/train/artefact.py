@@ -21,7 +21,10 @@ from pipeline.train.data import summarize
 LOG = logging.getLogger(__name__)
 
 #: Settings that must not change when a run is resumed (they define what is being trained).
-RESUME_KEYS = ("trainset", "channel", "model", "loss", "sampling", "augment", "normalization", "optim", "seed", "voxel_size")
+RESUME_KEYS = (
+    "backend", "init_from", "trainset", "channel", "model", "loss", "sampling", "augment", "normalization", "optim", "seed",
+    "voxel_size", "resample", "stardist", "cellpose",
+)
 
 
 def _channels(config: TrainConfig, volumes) -> list[str]:
@@ -43,7 +46,8 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
     voxel_size : sequence of float
         The voxel size the model is trained for.
     summary : dict
-        ``{"train": volumes, "val": volumes, "trainset": TrainingSet}``.
+        ``{"train": volumes, "val": volumes, "trainset": TrainingSet, "diameter": float or None,
+        "init_from": dict or None}``.
     state : dict
         The loop's bookkeeping (step, best, history, elapsed).
     device : torch.device
@@ -56,6 +60,7 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
         architecture=config.model,
         voxel_size=list(voxel_size),
         voxel_tolerance=config.voxel_tolerance,
+        nucleus_diameter_um=summary.get("diameter"),
         channels=_channels(config, summary["train"]),
         normalization=config.normalization,
         patch_size=list(config.sampling.patch_size),
@@ -68,7 +73,9 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
             "splits": {s: sum(1 for i in items if i["split"] == s) for s in ("train", "val")},
             "steps": int(state["step"]),
             "time_s": round(float(state["elapsed"]), 1),
+            "cpu_s": round(float(state.get("cpu_s", 0.0)), 1),
             "device": str(device),
+            **({"init_from": summary["init_from"]} if summary.get("init_from") else {}),
             "config": config.model_dump(mode="json"),
         },
         metrics={

@@ -1,20 +1,26 @@
-"""Score a trained model on a split of a training set it did not train on (held-out data)."""
+"""Score a trained model (any backend) on a split of a training set it did not train on (held-out data).
+
+The model runs as ``spheroid segment`` runs it: the same backend object, tile rule
+(:func:`pipeline.segment.unet.apply.inference_tile`), precision and labelling, on the
+items brought to the card's voxel size and normalised with its percentiles.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
+from pipeline.config.segment import SegmentConfig
 from pipeline.errors import InputError
+from pipeline.evaluate import matching, pool
+from pipeline.evaluate.pixel import confusion_matrix
 from pipeline.groundtruth.trainset import TrainingSet
-from pipeline.segment.unet.card import load_card, load_model
-from pipeline.train.artefact import write_card
+from pipeline.segment.card import card_backend, read_card_json, write_card_json
 from pipeline.train.data import load_volumes
-from pipeline.train.validate import validate
+from pipeline.train.validate import CLASSES, MATCH_KEYS, class_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -22,68 +28,84 @@ LOG = logging.getLogger(__name__)
 CARD_KEYS = ("f1_background", "f1_edge", "f1_nucleus", "iou_nucleus", "mean_f1", "match_f1", "match_precision", "match_recall", "n_true", "n_pred")
 
 
+def _score(segmenter, volumes, threshold: float) -> dict[str, Any]:
+    unet = hasattr(segmenter, "probabilities")
+    conf = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    results = []
+    for vol in volumes:
+        z, y, x = vol.shape
+        image = vol.image[0, :z, :y, :x]
+        if unet:
+            probs = segmenter.probabilities(image)
+            conf += confusion_matrix(vol.semantic[:z, :y, :x], np.argmax(probs[: len(CLASSES)], 0), len(CLASSES))
+            labels = segmenter.label(probs)
+        else:
+            labels = segmenter.segment(image)
+        results.append(matching(vol.instances[:z, :y, :x], labels, thresh=threshold))
+    out: dict[str, Any] = class_metrics(conf) if unet else {}
+    pooled = pool(results)
+    out.update({f"match_{k}": float(getattr(pooled, k)) for k in MATCH_KEYS})
+    out.update(n_true=int(pooled.n_true), n_pred=int(pooled.n_pred))
+    return out
+
+
 def evaluate_model(
     model_dir: str | Path,
     trainset: str | Path,
     *,
     split: str = "test",
-    device: str | torch.device = "cpu",
-    tile: Sequence[int] | None = None,
-    overlap: float = 0.25,
+    device: str = "cpu",
+    threshold: float = 0.5,
 ) -> dict[str, Any]:
-    """Per-class pixel scores and instance F1 of a model on one split, per source and overall.
+    """Instance F1 (and, for the U-Net, per-class pixel scores) of a model on one split, per source and overall.
 
     Parameters
     ----------
     model_dir : str or Path
-        Model folder (``model.json`` + weights).
+        Model folder (``model.json`` + weights) of any backend.
     trainset : str or Path
         Training-set folder.
     split : str
         Split to score (``test``: data neither trained on nor used to select the model).
-    device : str or torch.device
-        Where to run the network.
-    tile : sequence of int, optional
-        Sliding-window tile; the card's when omitted.
-    overlap : float
-        Tile overlap.
+    device : str
+        Where to run the network (``cpu``, ``cuda``, ``auto``).
+    threshold : float
+        IoU threshold of the matching.
 
     Returns
     -------
     dict
-        ``{"split", "trainset", "items": {source: [ids]}, "metrics": {source or "all": {...}}}``.
+        ``{"split", "trainset", "backend", "items": {source: [ids]}, "metrics": {source or "all": {...}}}``.
 
     Raises
     ------
     InputError
-        When the split has no item the model can take (channel, voxel size).
+        When the split has no item of the model's channel(s).
     """
-    model, card = load_model(model_dir, device=device)
+    from pipeline.segment.backends import BACKENDS
+
+    backend = card_backend(model_dir)
+    segmenter = BACKENDS[backend](SegmentConfig(backend=backend, model=str(model_dir), device=device))
+    card = segmenter.card
     ts = TrainingSet.open(trainset)
-    volumes = load_volumes(ts, split, normalization=card.normalization)
-    usable = []
-    for vol in volumes:
-        if not any(vol.channel in spec.split("|") for spec in card.channels):
-            LOG.info("%s: channel %s, the model takes %s: skipped", vol.id, vol.channel, card.channels)
-            continue
-        if vol.rescale_mode != "nucleus_size":  # those match the target's pixel scale, not its voxel size
-            card.check_input(voxel_size=vol.voxel_size, source=f"{ts.root}: item {vol.id!r}")
-        usable.append(vol)
-    if not usable:
+    wanted = {name for spec in card.channels for name in spec.split("|")}
+    volumes = [v for v in load_volumes(ts, split, normalization=card.normalization, voxel_size=card.voxel_size, tolerance=card.voxel_tolerance)
+               if v.channel in wanted or not wanted]
+    if not volumes:
         raise InputError(f"{ts.root}: no {split!r} items of channel(s) {card.channels}")
     groups: dict[str, list] = {}
-    for vol in usable:
+    for vol in volumes:
         groups.setdefault(vol.source, []).append(vol)
-    settings = dict(tile=card.tile if tile is None else tile, overlap=overlap, device=device, labeling=card.labeling, voxel_size=card.voxel_size)
-    metrics = {source: validate(model, vols, **settings) for source, vols in groups.items()}
+    metrics = {source: _score(segmenter, vols, threshold) for source, vols in groups.items()}
     if len(groups) > 1:
-        metrics["all"] = validate(model, usable, **settings)
+        metrics["all"] = _score(segmenter, volumes, threshold)
     for name, values in metrics.items():
-        LOG.info("%s %s: F1 edge %.3f, nucleus %.3f; instance F1@0.5 %.3f (%d true, %d predicted)",
-                 split, name, values["f1_edge"], values["f1_nucleus"], values["match_f1"], values["n_true"], values["n_pred"])
+        LOG.info("%s %s: instance F1@%.1f %.3f (%d true, %d predicted)", split, name, threshold, values["match_f1"], values["n_true"], values["n_pred"])
     return {
         "split": split,
         "trainset": str(ts.root),
+        "backend": backend,
+        "settings": segmenter.settings(),
         "items": {source: [v.id for v in vols] for source, vols in groups.items()},
         "metrics": metrics,
     }
@@ -91,10 +113,25 @@ def evaluate_model(
 
 def record_in_card(model_dir: str | Path, result: dict[str, Any]) -> None:
     """Store a held-out result (main metrics only) under ``metrics.heldout`` of the model card."""
-    card = load_card(model_dir)
+    from pipeline.segment.card import validate_card
+
+    backend = card_backend(model_dir)
+    data = read_card_json(model_dir)
     slim = {
         "split": result["split"],
         "items": result["items"],
+        "settings": result.get("settings", {}),
         "metrics": {g: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k in CARD_KEYS} for g, m in result["metrics"].items()},
     }
-    write_card(card.model_copy(update={"metrics": {**card.metrics, "heldout": slim}}), model_dir)
+    data["metrics"] = {**data.get("metrics", {}), "heldout": slim}
+    card = validate_card(card_classes()[backend], model_dir)
+    write_card_json(card.model_copy(update={"metrics": data["metrics"]}), model_dir)
+
+
+def card_classes() -> dict[str, type]:
+    """Backend name -> its card class."""
+    from pipeline.segment.backends.cellpose import CellposeCard
+    from pipeline.segment.backends.stardist import StarDistCard
+    from pipeline.segment.unet.card import ModelCard
+
+    return {"unet": ModelCard, "stardist": StarDistCard, "cellpose": CellposeCard}

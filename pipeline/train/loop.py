@@ -36,12 +36,14 @@ from pipeline.config.train import OptimConfig, TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.groundtruth.trainset import TrainingSet
 from pipeline.segment.unet.card import build_model, load_model, save_model
+from pipeline.segment.unet.apply import OVERLAP
 from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from pipeline.train.data import edges_inside_instances, load_volumes, resolve_voxel_size
-from pipeline.train.losses import CombinedLoss
+from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
+from pipeline.train.init import apply_init
+from pipeline.train.losses import CombinedLoss, centre_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.sampling import PatchSampler
 from pipeline.train.validate import higher_is_better, tune_labeling, validate
@@ -133,14 +135,19 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _batch(sampler: PatchSampler, rng: np.random.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    images, targets = [], []
+def _batch(sampler: PatchSampler, rng: np.random.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    images, targets, distances = [], [], []
     for _ in range(config.sampling.batch_size):
-        image, target = sampler.sample(rng)
-        image, target = augment(image, target, rng, config.augment)
+        image, target, dist = sampler.sample(rng)
+        if dist is None:
+            image, target = augment(image, target, rng, config.augment)
+        else:
+            image, target, dist = augment(image, target, rng, config.augment, extra=dist)
+            distances.append(dist)
         images.append(image)
         targets.append(target)
-    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
+    dist_batch = torch.from_numpy(np.stack(distances)) if distances else None
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)), dist_batch
 
 
 def train(
@@ -201,19 +208,27 @@ def _run(
     if config.threads:
         torch.set_num_threads(config.threads)
     rng = _seed_everything(config.seed)
+    config, init_state, init_record = apply_init(config)
     model = build_model(config.model).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     bad = [p for p, d in zip(patch, model.divisor) if p % d]
     if bad:
         raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
-    train_vols = load_volumes(trainset, "train", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
-    val_vols = load_volumes(trainset, "val", normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed)
+    voxel_size = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
+    loading = dict(
+        normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed,
+        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample, centre=config.model.centre,
+    )
+    train_vols = load_volumes(trainset, "train", **loading)
+    val_vols = load_volumes(trainset, "val", **loading)
     if not train_vols:
         raise InputError(f"{trainset.root}: no 'train' items" + (f" of channel {config.channel!r}" if config.channel else ""))
     if config.validation.max_volumes is not None:
         val_vols = val_vols[: config.validation.max_volumes]
     if not val_vols:
         LOG.warning("%s: no 'val' items: no validation, the last weights become the model", trainset.root)
-    voxel_size = resolve_voxel_size(train_vols + val_vols, config.voxel_size, config.voxel_tolerance, str(trainset.root))
+    diameter = nucleus_diameter(train_vols, voxel_size)
     if config.labeling.include_edge is None:
         inner = edges_inside_instances(train_vols)
         LOG.info("edge voxels lie %s the instances: predicted instances %s them", "inside" if inner else "outside", "keep" if inner else "drop")
@@ -234,7 +249,11 @@ def _run(
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         mine = {k: v for k, v in config.model_dump(mode="json").items() if k in RESUME_KEYS}
-        theirs = {k: v for k, v in ckpt["config"].items() if k in RESUME_KEYS}
+        try:  # fields added since the checkpoint was written take their defaults
+            saved = TrainConfig.model_validate(ckpt["config"]).model_dump(mode="json")
+        except ValueError:
+            saved = ckpt["config"]
+        theirs = {k: v for k, v in saved.items() if k in RESUME_KEYS}
         if mine != theirs:
             diff = sorted(k for k in RESUME_KEYS if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{ckpt_path}: written with other settings ({', '.join(diff)}); use --no-resume or another --out")
@@ -253,7 +272,7 @@ def _run(
     metric = config.validation.metric
     tile = config.validation.tile or patch
     board = TensorBoard(out / "tensorboard", config.tensorboard)
-    summary = {"train": train_vols, "val": val_vols, "trainset": trainset}
+    summary = {"train": train_vols, "val": val_vols, "trainset": trainset, "diameter": diameter, "init_from": init_record}
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -297,7 +316,9 @@ def _run(
 
     interrupted = stopped_early = False
     started = time.perf_counter()
+    cpu_started = time.process_time()
     elapsed0 = state["elapsed"]
+    cpu0 = state.setdefault("cpu_s", 0.0)
     running: list[float] = state.setdefault("running", [])
     model.train()
     step = state["step"]
@@ -309,12 +330,17 @@ def _run(
             interrupted = True
             checkpoint()
             break
-        images, targets = _batch(sampler, rng, config)
+        images, targets, distances = _batch(sampler, rng, config)
         images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(images)
-        loss, parts = loss_fn(logits.float(), targets)
+        n_cls = config.model.n_classes
+        loss, parts = loss_fn(logits[:, :n_cls].float(), targets)
+        if distances is not None:
+            dist_loss = centre_loss(logits[:, n_cls].float(), distances.to(device))
+            loss = loss + config.centre_weight * dist_loss
+            parts["centre"] = float(dist_loss.detach())
         if not torch.isfinite(loss):
             raise ConfigError(f"optim.lr: the loss became {float(loss)} at step {state['step'] + 1}; lower the learning rate")
         scaler.scale(loss).backward()
@@ -329,6 +355,7 @@ def _run(
         running.append(float(loss.detach()))
         record = {"loss": running[-1], **parts}
         state["elapsed"] = elapsed0 + time.perf_counter() - started
+        state["cpu_s"] = cpu0 + time.process_time() - cpu_started
         if step % config.log_every == 0 or step == config.max_steps:
             row = {"kind": "train", "step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0], "time_s": round(state["elapsed"], 2)}
             state["history"].append(row)
@@ -355,14 +382,21 @@ def _run(
         if not val_vols:
             write_model()
         elif (out / MODEL_DIR).exists():
+            best_model, _ = load_model(out / MODEL_DIR, device=device)
             if config.validation.tune_labeling:
-                best_model, _ = load_model(out / MODEL_DIR, device=device)
                 tuned, rows = tune_labeling(
-                    best_model, val_vols, tile=tile, overlap=config.validation.overlap, device=device, labeling=config.labeling,
+                    best_model, val_vols, tile=None, overlap=OVERLAP, precision="auto", device=device, labeling=config.labeling,
                     voxel_size=voxel_size, match_threshold=config.validation.match_threshold,
                 )
                 config = config.model_copy(update={"labeling": tuned})
                 state["labeling_tuning"] = rows
+            # the card's metrics are those of the shipped weights with the card's labelling, tiled and
+            # computed as `spheroid segment` does (training-time validations stay in "final" and metrics.csv)
+            final = validate(
+                best_model, val_vols, tile=None, overlap=OVERLAP, precision="auto", device=device, labeling=config.labeling,
+                voxel_size=voxel_size, match_threshold=config.validation.match_threshold, loss=loss_fn,
+            )
+            state["best"] = {**final, "computed_with": "the card's labeling, inference tiles and precision"}
             # the final card (time, final metrics) beside the best weights
             write_card(make_card(config, voxel_size, summary, state, device), out / MODEL_DIR)
     write_csv(state["history"], out / "metrics.csv")

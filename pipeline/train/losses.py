@@ -133,3 +133,16 @@ class CombinedLoss(nn.Module):
             key = term.name if term.name not in parts else f"{term.name}_{i}"
             parts[key] = float(value.detach())
         return total, parts
+
+
+def centre_loss(logit: torch.Tensor, target: torch.Tensor, peak_weight: float = 4.0) -> torch.Tensor:
+    """Binary cross-entropy of ``sigmoid(logit)`` against the centre map (both ``(batch, z, y, x)``),
+    each voxel weighted ``1 + peak_weight * target``.
+
+    The map is a small Gaussian peak per nucleus on a zero background: a mean squared error
+    learnt it with peaks far too low (its gradient vanishes where the sigmoid is near 0; the
+    peaks of a model 250 steps in were below 0.46), cross-entropy keeps the gradient
+    ``p - target`` and the weight puts the peaks first.
+    """
+    weight = 1.0 + peak_weight * target
+    return torch.nn.functional.binary_cross_entropy_with_logits(logit, target, weight=weight)

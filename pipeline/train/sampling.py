@@ -59,10 +59,12 @@ class PatchSampler:
             return tuple(int(np.clip(c - p // 2 + j, 0, s - p)) for c, p, j, s in zip(centre, self.patch, jitter, shape))
         return tuple(int(rng.integers(0, s - p + 1)) for s, p in zip(shape, self.patch))
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: image ``(channels, z, y, x)`` float32 and target ``(z, y, x)`` int64."""
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One patch: image ``(channels, z, y, x)`` float32, target ``(z, y, x)`` int64 and the
+        centre target ``(z, y, x)`` float32 (``None`` when the volumes have none)."""
         vol = self.volumes[int(rng.integers(len(self.volumes)))]
         z, y, x = self._corner(vol, rng)
         pz, py, px = self.patch
         window = (slice(z, z + pz), slice(y, y + py), slice(x, x + px))
-        return vol.image[(slice(None),) + window].copy(), vol.semantic[window].astype(np.int64)
+        dist = vol.centre[window].astype(np.float32) if vol.centre is not None else None
+        return vol.image[(slice(None),) + window].copy(), vol.semantic[window].astype(np.int64), dist

@@ -50,11 +50,17 @@ def class_metrics(conf: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[st
     return out
 
 
+def _tile(tile: Sequence[int] | None, shape: Sequence[int], overlap: float, model) -> Sequence[int]:
+    from pipeline.segment.unet.apply import inference_tile
+
+    return tile if tile is not None else inference_tile(None, shape, overlap, getattr(model, "divisor", (1, 1, 1)))
+
+
 def validate(
     model: torch.nn.Module,
     volumes: Sequence[Volume],
     *,
-    tile: Sequence[int],
+    tile: Sequence[int] | None,
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
     labeling: LabelingConfig | None = None,
@@ -62,6 +68,7 @@ def validate(
     match_threshold: float = 0.5,
     loss: CombinedLoss | None = None,
     batch_size: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Predict each volume whole and score it against its target and instances.
 
@@ -71,8 +78,10 @@ def validate(
         The network (put in eval mode for the prediction, restored afterwards).
     volumes : sequence of Volume
         Validation volumes (only their unpadded region is scored).
-    tile, overlap, device, batch_size
-        Sliding-window settings (:func:`pipeline.segment.unet.predict.predict_volume`).
+    tile, overlap, device, batch_size, precision
+        Sliding-window settings (:func:`pipeline.segment.unet.predict.predict_volume`); ``tile=None``
+        takes each volume's tile by :func:`pipeline.segment.unet.apply.inference_tile`, as ``spheroid
+        segment`` does.
     labeling : LabelingConfig, optional
         Instance labelling of the probabilities.
     voxel_size : sequence of float
@@ -96,13 +105,13 @@ def validate(
         z, y, x = vol.shape
         image = vol.image[:, :z, :y, :x]
         target = vol.semantic[:z, :y, :x]
-        probs = predict_volume(model, image, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
-        conf += confusion_matrix(target, np.argmax(probs, 0), len(CLASSES))
+        probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, batch_size=batch_size, precision=precision)
+        conf += confusion_matrix(target, np.argmax(probs[: len(CLASSES)], 0), len(CLASSES))
         labels = label_with(probs, labeling, voxel_size)
         matches.append(matching(vol.instances[:z, :y, :x], labels, thresh=match_threshold))
         if loss is not None:
             with torch.no_grad():
-                logits = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
+                logits = torch.from_numpy(np.log(np.clip(probs[: len(CLASSES)], 1e-7, 1.0)))[None]
                 value, _ = loss(logits, torch.from_numpy(target.astype(np.int64))[None])
             losses.append(float(value) * target.size)
     out = class_metrics(conf)
@@ -120,10 +129,11 @@ def tune_labeling(
     model: torch.nn.Module,
     volumes: Sequence[Volume],
     *,
-    tile: Sequence[int],
+    tile: Sequence[int] | None,
     labeling: LabelingConfig,
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     match_threshold: float = 0.5,
     seed_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
@@ -131,7 +141,8 @@ def tune_labeling(
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
-    Each volume is predicted once; every combination of ``seed_thresholds`` and
+    Each volume is predicted once; every combination of ``seed_thresholds`` (of the
+    predicted centre map, ``seed_centre``, for a model with that output) and
     ``foreground_thresholds`` is then labelled and matched (pooled over the volumes).
     Ties keep the earlier combination, and ``labeling`` itself is among the candidates.
 
@@ -144,18 +155,22 @@ def tune_labeling(
     cases = []
     for vol in volumes:
         z, y, x = vol.shape
-        probs = predict_volume(model, vol.image[:, :z, :y, :x], tile=tile, overlap=overlap, device=device)
+        image = vol.image[:, :z, :y, :x]
+        probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
-    candidates = [(labeling.seed_threshold, labeling.foreground_threshold)]
-    candidates += [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != candidates[0]]
+    seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
+    if seed_key == "seed_centre":  # a centre map's peaks may stay well below 1
+        seed_thresholds = sorted(set(seed_thresholds) | {0.2, 0.3, 0.4})
+    first = (getattr(labeling, seed_key), labeling.foreground_threshold)
+    candidates = [first] + [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != first]
     rows = []
     best, best_f1 = labeling, -1.0
     for seed, fg in candidates:
-        trial = labeling.model_copy(update={"seed_threshold": float(seed), "foreground_threshold": float(fg)})
+        trial = labeling.model_copy(update={seed_key: float(seed), "foreground_threshold": float(fg)})
         pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
-        rows.append({"seed_threshold": float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        rows.append({seed_key: float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
-    LOG.info("labelling tuned on %d val volume(s): seed %.2f, foreground %.2f -> instance F1 %.3f",
-             len(cases), best.seed_threshold, best.foreground_threshold, best_f1)
+    LOG.info("labelling tuned on %d val volume(s): %s %.2f, foreground %.2f -> instance F1 %.3f",
+             len(cases), seed_key, getattr(best, seed_key), best.foreground_threshold, best_f1)
     return best, rows

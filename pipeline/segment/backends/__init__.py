@@ -1,20 +1,27 @@
 """Segmentation backends: one small protocol, a registry of names.
 
-A backend turns one ``(z, y, x)`` volume into uint32 nucleus instances. Backends are
-built once per worker process (``get_segmenter`` caches them) and must be picklable
-by name and config only, so Dask never ships model weights around.
+A backend turns one volume into uint32 nucleus instances at the volume's shape. All
+share the per-volume path of :class:`~pipeline.segment.backends.base.ModelSegmenter`
+(normalise, resample to the model's scale, blocks, resample back) and differ only in
+``segment``: a normalised image at the model's scale -> labels. Backends are built once
+per worker process (``get_segmenter`` caches them) and are picklable by name and config
+only, so Dask never ships model weights around. Heavy libraries (TensorFlow, Cellpose)
+are imported when a backend is built, with the install hint when missing.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from pipeline.config.segment import SegmentConfig
+from pipeline.segment.backends.base import ModelSegmenter
+from pipeline.segment.backends.cellpose import CellposeSegmenter
+from pipeline.segment.backends.stardist import StarDistSegmenter
+from pipeline.segment.backends.unet import UNetSegmenter
 
 LOG = logging.getLogger(__name__)
 
@@ -25,67 +32,24 @@ class Segmenter(Protocol):
 
     name: str
 
-    def describe(self) -> dict:
-        """Plain-data description stored with the labels: ``backend``, ``model`` and whatever
-        identifies the result (weights and card hashes...); ``device``, ``model`` (the folder's
-        path) and ``model_card`` are informative only (see :func:`pipeline.segment.runner.segment_settings`)."""
+    def describe(self) -> dict[str, Any]:
+        """Plain data that identifies the result: backend, model path, name and hash, settings."""
 
     def check(self, *, voxel_size: Sequence[float], channels: Sequence[str], source: str) -> None:
-        """Raise :class:`~pipeline.errors.InputError` when the data does not suit the model."""
+        """Raise :class:`~pipeline.errors.InputError` when the data cannot be segmented."""
 
-    def predict(self, volume: np.ndarray, *, voxel_size: Sequence[float], source: str = "input") -> np.ndarray:
-        """uint32 instance labels of one ``(z, y, x)`` volume."""
+    def predict(self, volume, *, voxel_size: Sequence[float], source: str = "input") -> np.ndarray:
+        """uint32 instance labels of one ``(z, y, x)`` volume (or ``(c, z, y, x)`` channels to combine)."""
 
-
-class UNetSegmenter:
-    """The 3D U-Net (background / edge / nucleus) followed by seeded-watershed instances."""
-
-    name = "unet"
-
-    def __init__(self, config: SegmentConfig):
-        from pipeline.segment.unet.card import default_model_path, load_model
-        from pipeline.segment.unet.predict import resolve_device
-
-        self.config = config
-        self.folder = config.model or str(default_model_path())
-        self.device = resolve_device(config.device)
-        self.model, self.card = load_model(self.folder, device=self.device)
-
-    def describe(self) -> dict:
-        from pipeline.segment.unet.card import CARD_NAME
-        from pipeline.groundtruth.tiffio import file_sha256
-
-        return {
-            "backend": self.name,
-            "model": self.folder,
-            "model_name": self.card.name,
-            "weights_sha256": file_sha256(Path(self.folder) / self.card.weights),
-            "card_sha256": file_sha256(Path(self.folder) / CARD_NAME),
-            "model_card": self.card.model_dump(mode="json", exclude={"training"}),
-            "device": str(self.device),
-        }
-
-    def check(self, *, voxel_size: Sequence[float], channels: Sequence[str], source: str) -> None:
-        self.card.check_input(voxel_size=voxel_size, n_channels=1, channels=channels, source=source)
-
-    def predict(self, volume: np.ndarray, *, voxel_size: Sequence[float], source: str = "input") -> np.ndarray:
-        from pipeline.segment.unet.apply import segment_volume
-
-        _, labels = segment_volume(
-            volume,
-            self.model,
-            self.card,
-            voxel_size=voxel_size,
-            tile=self.config.tile,
-            overlap=self.config.overlap,
-            batch_size=self.config.batch_size,
-            device=self.device,
-            source=source,
-        )
-        return labels
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """uint32 labels of a normalised ``(z, y, x)`` float32 image at the model's scale."""
 
 
-BACKENDS: dict[str, type] = {"unet": UNetSegmenter}
+BACKENDS: dict[str, type[ModelSegmenter]] = {
+    "unet": UNetSegmenter,
+    "stardist": StarDistSegmenter,
+    "cellpose": CellposeSegmenter,
+}
 
 
 @functools.lru_cache(maxsize=4)
@@ -98,3 +62,6 @@ def _cached(config_json: str) -> Segmenter:
 def get_segmenter(config: SegmentConfig) -> Segmenter:
     """The backend named in ``config``, built once per process."""
     return _cached(config.model_copy(update={"cluster": type(config.cluster)()}).model_dump_json())
+
+
+__all__ = ["BACKENDS", "CellposeSegmenter", "ModelSegmenter", "Segmenter", "StarDistSegmenter", "UNetSegmenter", "get_segmenter"]

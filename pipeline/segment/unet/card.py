@@ -18,60 +18,40 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.config.base import StrictModel, format_validation_error
-from pipeline.config.train import LabelingConfig, NormalizationConfig, UNetConfig
+from pipeline.config.train import LabelingConfig, UNetConfig
 from pipeline.errors import InputError
 from pipeline.preprocess.normalize import percentile_normalize
-from pipeline.segment.unet.network import UNet3D
+from pipeline.segment.card import CARD_NAME, CardBase, validate_card
+from pipeline.segment.unet.network import UNet3D, fold_batchnorm
 
 LOG = logging.getLogger(__name__)
 
-CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.pt"
 CLASSES = ("background", "edge", "nucleus")
 
 
-class ModelCard(StrictModel):
+class ModelCard(CardBase):
     """What a trained U-Net is, what it expects and how it was made (``model.json``)."""
 
     format: Literal["spheroid-unet"] = "spheroid-unet"
     """Marks the file as a spheroid U-Net card."""
     format_version: Literal[1] = 1
     """Version of this card layout."""
-    name: str
-    """Model name."""
     architecture: UNetConfig
     """All keyword arguments of ``UNet3D``."""
     classes: list[str] = Field(default_factory=lambda: list(CLASSES))
     """Class names in output order."""
-    voxel_size: list[float] = Field(min_length=3, max_length=3)
-    """Voxel size (z, y, x) in um of the data the model was trained on."""
-    voxel_tolerance: float = Field(0.25, ge=0)
-    """Largest relative voxel-size difference per axis accepted at inference."""
-    channels: list[str] = Field(min_length=1)
-    """Channel names the model takes, in input order (e.g. ["Hoechst"]); ``"A|B"`` accepts either stain."""
-    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
-    """Percentile normalisation applied to each input volume."""
     patch_size: list[int] = Field(min_length=3, max_length=3)
     """Training patch size (z, y, x)."""
     tile: list[int] = Field(min_length=3, max_length=3)
-    """Suggested sliding-window tile (z, y, x) at inference."""
+    """Smallest sliding-window tile (z, y, x) at inference (see
+    :func:`pipeline.segment.unet.apply.inference_tile`: the one rule of segment and test-model)."""
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
-    """Instance-labelling parameters validated with this model."""
+    """Instance-labelling parameters; the held-out metrics in ``metrics`` were computed with them."""
     weights: str = WEIGHTS_NAME
     """File name of the state dict beside the card."""
-    training: dict[str, Any] = Field(default_factory=dict)
-    """Training data (manifest summary), steps, time and resolved config."""
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    """Validation metrics: ``best``, ``final``, ``best_step`` and any held-out evaluation."""
-    versions: dict[str, str] = Field(default_factory=dict)
-    """spheroid and torch versions that wrote the model."""
-    command: str | None = None
-    """The command that reproduces the model."""
-    created: str | None = None
-    """ISO time the card was written."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelCard":
@@ -79,8 +59,6 @@ class ModelCard(StrictModel):
             raise ValueError(f"{len(self.classes)} class names for a network with {self.architecture.n_classes} outputs")
         if len(self.channels) != self.architecture.in_channels:
             raise ValueError(f"{len(self.channels)} channel names for a network with {self.architecture.in_channels} inputs")
-        if any(v <= 0 for v in self.voxel_size):
-            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
         return self
 
     def check_input(
@@ -91,13 +69,13 @@ class ModelCard(StrictModel):
         channels: Sequence[str] | None = None,
         source: str = "input",
     ) -> None:
-        """Raise :class:`InputError` when data does not match what the model expects.
+        """Raise :class:`InputError` when data cannot be given to the model.
 
         Parameters
         ----------
         voxel_size : sequence of float, optional
-            The data's voxel size (z, y, x) in um; each axis may differ from the card's
-            by at most ``voxel_tolerance`` (relative).
+            The data's voxel size (z, y, x) in um: three positive numbers (any other
+            size than the card's is resampled to it, see :mod:`pipeline.segment.resample`).
         n_channels : int, optional
             Channels the data provides.
         channels : sequence of str, optional
@@ -112,22 +90,28 @@ class ModelCard(StrictModel):
         if channels is not None:
             missing = [c for c in self.channels if not set(c.split("|")) & set(channels)]
             if missing:
-                raise InputError(f"{source}: model {self.name!r} needs channel(s) {missing}, the data has {list(channels)}")
+                raise InputError(
+                    f"{source}: model {self.name!r} needs channel(s) {missing}, the data has {list(channels)}; "
+                    "name the nuclear channel to use with --channel"
+                )
         if voxel_size is not None:
-            if len(voxel_size) != 3:
-                raise InputError(f"{source}: voxel size must be (z, y, x), got {tuple(voxel_size)}")
-            for axis, have, want in zip("zyx", voxel_size, self.voxel_size):
-                if have <= 0 or abs(have - want) / want > self.voxel_tolerance:
-                    raise InputError(
-                        f"{source}: voxel size {tuple(float(v) for v in voxel_size)} um differs from the "
-                        f"{tuple(self.voxel_size)} um model {self.name!r} was trained on (axis {axis}, tolerance "
-                        f"{self.voxel_tolerance:.0%}); rescale the data first"
-                    )
+            check_voxel_size(voxel_size, source)
 
     def normalize(self, volume: np.ndarray) -> np.ndarray:
         """Percentile-normalise one ``(z, y, x)`` volume as the model expects (float32)."""
         n = self.normalization
         return percentile_normalize(volume, n.low, n.high, clip=n.clip)
+
+
+def check_voxel_size(voxel_size: Sequence[float], source: str) -> tuple[float, float, float]:
+    """Three positive finite numbers (z, y, x), else an :class:`InputError` naming ``source``."""
+    try:
+        values = tuple(float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: voxel size must be three numbers (z, y, x) in um, got {voxel_size!r}") from None
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{source}: voxel size must be three positive numbers (z, y, x) in um, got {tuple(voxel_size)}")
+    return values
 
 
 def build_model(architecture: UNetConfig | dict[str, Any]) -> UNet3D:
@@ -165,27 +149,14 @@ def save_model(model: torch.nn.Module, card: ModelCard, folder: str | Path) -> P
 
 
 def load_card(folder: str | Path) -> ModelCard:
-    """Read and validate ``folder/model.json``.
+    """Read and validate ``folder/model.json`` as a U-Net card.
 
     Raises
     ------
     InputError
-        Naming the path when the folder or card is missing, unreadable or invalid.
+        Naming the path when the folder or card is missing, unreadable, invalid or of another backend.
     """
-    folder = Path(folder)
-    path = folder / CARD_NAME
-    if not folder.is_dir():
-        raise InputError(f"{folder}: model folder not found")
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: model card not found (a model folder holds {CARD_NAME} and {WEIGHTS_NAME})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read model card ({exc})") from None
-    try:
-        return ModelCard.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(format_validation_error(exc, str(path))) from None
+    return validate_card(ModelCard, folder)
 
 
 def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet3D, ModelCard]:
@@ -201,7 +172,8 @@ def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tup
     Returns
     -------
     (UNet3D, ModelCard)
-        The network in eval mode, and its card.
+        The network in eval mode (for inference: batch normalisations are folded into their
+        convolutions), and its card.
 
     Raises
     ------
@@ -222,7 +194,9 @@ def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tup
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         raise InputError(f"{weights}: weights do not fit the architecture in {CARD_NAME} ({first[1].strip() if len(first) > 1 else first[0]})") from None
-    model.to(device).eval()
+    model.eval()
+    fold_batchnorm(model)  # inference only: batch normalisation folded into its convolutions
+    model.to(device)
     LOG.info("loaded model %r from %s", card.name, folder)
     return model, card
 

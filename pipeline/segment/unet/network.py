@@ -100,6 +100,9 @@ class UNet3D(nn.Module):
         Normalisation after each convolution.
     dropout : float
         ``Dropout3d`` probability after each block (0: none).
+    centre : bool
+        One more output: the logit of the nuclei's centre map (a sigmoid gives 0 outside
+        nuclei, 1 at their centres).
 
     Notes
     -----
@@ -123,6 +126,7 @@ class UNet3D(nn.Module):
         upsampling: str = "transpose",
         norm: str | None = None,
         dropout: float = 0.0,
+        centre: bool = False,
     ):
         super().__init__()
         features = [int(f) for f in features]
@@ -147,7 +151,10 @@ class UNet3D(nn.Module):
             "upsampling": upsampling,
             "norm": norm,
             "dropout": float(dropout),
+            "centre": bool(centre),
         }
+        self.n_classes = int(n_classes)
+        self.n_outputs = int(n_classes) + int(bool(centre))
         self.pool_factors = pool
         self.down = nn.ModuleList()
         ch = in_channels
@@ -157,7 +164,7 @@ class UNet3D(nn.Module):
         self.up = nn.ModuleList(
             Up(features[i + 1], features[i], pool[i], upsampling, norm, dropout) for i in reversed(range(len(features) - 1))
         )
-        self.head = nn.Conv3d(features[0], n_classes, kernel_size=1)
+        self.head = nn.Conv3d(features[0], self.n_outputs, kernel_size=1)
 
     @property
     def divisor(self) -> tuple[int, int, int]:
@@ -168,7 +175,7 @@ class UNet3D(nn.Module):
         return tuple(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, n_classes, z, y, x)`` of an input ``(batch, in_channels, z, y, x)``."""
+        """Logits ``(batch, n_classes [+ 1], z, y, x)`` of an input ``(batch, in_channels, z, y, x)``."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -178,6 +185,35 @@ class UNet3D(nn.Module):
         for up, skip in zip(self.up, reversed(skips)):
             x = up(x, skip)
         return self.head(x)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each batch normalisation that follows a convolution into that convolution (in place).
+
+    For inference only (the model must be in eval mode): ``BN(conv(x))`` with BN's running
+    statistics is one affine map per channel, so the convolution's weights and bias absorb
+    it and the BN becomes an identity. The outputs are unchanged up to rounding and the
+    forward pass skips one full-size pass over every activation.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm is for a model in eval mode")
+    for block in model.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        layers = list(block)
+        for i, (conv, bn) in enumerate(zip(layers, layers[1:])):
+            if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.BatchNorm3d) and bn.track_running_stats:
+                with torch.no_grad():
+                    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                    conv.weight.mul_(scale.reshape(-1, 1, 1, 1, 1))
+                    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                    new_bias = (bias - bn.running_mean) * scale + bn.bias
+                    if conv.bias is None:
+                        conv.bias = nn.Parameter(new_bias)
+                    else:
+                        conv.bias.copy_(new_bias)
+                block[i + 1] = nn.Identity()
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -70,6 +70,26 @@ def iter_tiles(shape: Sequence[int], tile: Sequence[int], overlap: float) -> Ite
         yield slice(z, z + tile[0]), slice(y, y + tile[1]), slice(x, x + tile[2])
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where the device computes it natively (CUDA, or a CPU with oneDNN bf16), else ``"fp32"``."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return "fp32"
+
+
+def outputs_to_probs(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Softmax over the first ``n_classes`` outputs, a sigmoid on any further one (the centre map)."""
+    probs = torch.softmax(logits[:, :n_classes], dim=1)
+    if logits.shape[1] > n_classes:
+        probs = torch.cat([probs, torch.sigmoid(logits[:, n_classes:])], dim=1)
+    return probs
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(np.ceil(value / multiple) * multiple)
 
@@ -91,6 +111,8 @@ def predict_volume(
     device: str | torch.device | None = None,
     divisor: Sequence[int] | None = None,
     progress: bool = False,
+    tta: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Class probabilities of a ``(z, y, x)`` volume by sliding-window inference.
 
@@ -113,17 +135,33 @@ def predict_volume(
         Sizes the network needs multiples of; ``model.divisor`` when the model has it, else 1.
     progress : bool
         Show a tqdm bar over the tiles.
+    tta : bool
+        Test-time augmentation: the mean of the probabilities of the volume and of its
+        flips along y, x and both (4 passes).
+    precision : {"fp32", "bf16", "auto"}
+        Arithmetic of the forward pass: ``bf16`` autocast (3-4x faster on CPUs with AMX or
+        AVX512-BF16), ``auto`` for bf16 where the device supports it (:func:`resolve_precision`).
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes).
+        float32 ``(classes, z, y, x)`` softmax probabilities (they sum to 1 over classes),
+        followed by the predicted centre map for a model with that output.
 
     Raises
     ------
     ValueError
         On a volume that is not 3D or 4D, or an overlap outside ``[0, 1)``.
     """
+    if tta:
+        kwargs = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, divisor=divisor, progress=progress, precision=precision)
+        total = None
+        for axes in ((), (-1,), (-2,), (-2, -1)):
+            flipped = np.flip(volume, axes) if axes else volume
+            probs = predict_volume(model, np.ascontiguousarray(flipped), **kwargs)
+            probs = np.flip(probs, axes) if axes else probs
+            total = probs if total is None else total + probs
+        return np.ascontiguousarray(total / np.float32(4), dtype=np.float32)
     if volume.ndim == 3:
         volume = volume[None]
     if volume.ndim != 4:
@@ -133,6 +171,7 @@ def predict_volume(
     if len(tile) != 3 or min(tile) < 1:
         raise ValueError(f"tile must be three positive integers (z, y, x), got {tuple(tile)}")
     dev = resolve_device(device)
+    half = resolve_precision(precision, dev) == "bf16"
     if divisor is None:
         divisor = getattr(model, "divisor", (1, 1, 1))
     spatial = volume.shape[1:]
@@ -155,8 +194,9 @@ def predict_volume(
             for i in range(0, len(tiles), batch_size):
                 batch_slices = tiles[i : i + batch_size]
                 batch = np.stack([data[(slice(None),) + s] for s in batch_slices])
-                logits = model(torch.from_numpy(batch).to(dev))
-                probs = torch.softmax(logits.float(), dim=1)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=half):
+                    logits = model(torch.from_numpy(batch).to(dev)).float()
+                probs = outputs_to_probs(logits, getattr(model, "n_classes", logits.shape[1]))
                 if acc is None:
                     n_classes = probs.shape[1]
                     acc = torch.zeros((n_classes, *padded_shape), dtype=torch.float32, device=dev)

@@ -1,0 +1,94 @@
+"""Worker side: segment one stored ``(field, t)`` volume and write its labels to the store.
+
+A volume that fits one block (see :mod:`pipeline.segment.volume`) is read whole, segmented,
+written, read back and marked done. A larger one is read block by block straight from
+Zarr and its labels are written block by block (each write read back and compared), then
+marked done: the worker never holds the whole volume, so its memory does not grow with
+the volume's size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.io import affine
+from pipeline.io.location import Location
+from pipeline.io.volumes import mark_done, read_volume, write_volume
+from pipeline.segment.inputs import StoredVolume
+from pipeline.segment.resample import target_voxel_size, zoom_factors
+
+LOG = logging.getLogger(__name__)
+
+
+class VerifiedOutput:
+    """``(z, y, x)`` view of time point ``t`` of a label array (``t, z, y, x``, or ``t, 1, z, y, x``
+    as earlier versions wrote); every write is read back and compared."""
+
+    def __init__(self, array, t: int, where: str):
+        self.array, self.where = array, where
+        self.lead = (int(t),) if array.ndim == 4 else (int(t), 0)
+        self.shape = tuple(int(s) for s in array.shape[-3:])
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.asarray(self.array[(*self.lead, *index)])
+
+    def __setitem__(self, index, value) -> None:
+        value = np.asarray(value, dtype=self.array.dtype)
+        self.array[(*self.lead, *index)] = value
+        if not np.array_equal(np.asarray(self.array[(*self.lead, *index)]), value):
+            raise StoreError(f"{self.where}: read-back of t={self.lead[0]} block {index} differs from what was written")
+
+
+def _image(location: Location, path: str):
+    """The ``t, c, z, y, x`` image at ``path``: its float32 view when stored as integers + maps."""
+    array = location.open_array(path)
+    group = path.rsplit("/", 1)[0] if "/" in path else ""
+    if affine.is_stored_normalized(dict(location.open_group(group).attrs.get("spheroid", {}))):
+        params = location.open_array(f"{group}/{affine.ARRAY}" if group else affine.ARRAY)
+        return affine.NormalizedImage(array, params, where=location.child(path))
+    return array
+
+
+def fits_one_block(segmenter, shape: Sequence[int], voxel_size: Sequence[float]) -> bool:
+    """Whether a volume of ``shape`` is segmented as one block (at the model's scale, no halo needed)."""
+    card, c = segmenter.card, segmenter.config
+    target = target_voxel_size(card.voxel_size, card.nucleus_diameter_um, c.diameter)
+    factors = zoom_factors(voxel_size, target, card.voxel_tolerance)
+    return float(np.prod(np.asarray(shape) * factors)) <= c.block_mvoxels * 1e6
+
+
+def segment_stored(
+    location: Location,
+    src: str,
+    dst: str,
+    t: int,
+    channels: Sequence[int],
+    segmenter,
+    *,
+    voxel_size: Sequence[float],
+    source: str,
+) -> dict[str, Any]:
+    """Segment volume ``t`` (channels ``channels`` of the image at ``src``) into the label array ``dst``.
+
+    Returns
+    -------
+    dict
+        What :func:`pipeline.segment.volume.segment_volume` reports (nuclei, resampling, blocks).
+    """
+    image = _image(location, src)
+    shape = tuple(int(s) for s in image.shape[2:])
+    if fits_one_block(segmenter, shape, voxel_size):
+        views = [read_volume(location, src, t, c) for c in channels]
+        labels, info = segmenter.run(views, voxel_size=voxel_size, source=source)
+        write_volume(location, dst, t, 0, labels, stats=False)
+        return info
+    views = [StoredVolume(image, t, c) for c in channels]
+    out = VerifiedOutput(location.open_array(dst, mode="r+"), t, location.child(dst))
+    _, info = segmenter.run(views, voxel_size=voxel_size, source=source, out=out)
+    mark_done(location, dst, t, 0)
+    return info

@@ -1,0 +1,61 @@
+"""Fine-tuning: start a training run from the weights of an existing model folder (``init_from``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.train import TrainConfig
+from pipeline.errors import ConfigError
+from pipeline.segment.card import CARD_NAME, CardBase, card_backend, folder_digest
+
+LOG = logging.getLogger(__name__)
+
+
+def init_record(folder: str | Path, card: CardBase, files: list[str]) -> dict[str, Any]:
+    """What the new card keeps of the model it started from (its own provenance chained)."""
+    training = card.training or {}
+    return {
+        "path": str(Path(folder).resolve()),
+        "name": card.name,
+        "format": card.format,
+        "sha256": folder_digest(folder, files),
+        "created": card.created,
+        "command": card.command,
+        "trainset": training.get("trainset"),
+        "steps": training.get("steps"),
+        "items": [item.get("id") for item in training.get("items", [])],
+        **({"init_from": training["init_from"]} if training.get("init_from") else {}),
+    }
+
+
+def check_backend(config: TrainConfig) -> str:
+    """The backend of ``config.init_from``'s card; a :class:`ConfigError` when it is not ``config.backend``."""
+    backend = card_backend(config.init_from)
+    if backend != config.backend:
+        raise ConfigError(f"init_from: {config.init_from} is a {backend} model; it cannot start a {config.backend} run")
+    return backend
+
+
+def apply_init(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
+    """For a U-Net run: ``(config, state_dict, record)`` with the architecture, normalisation and
+    (unless set) voxel size of the ``init_from`` model; ``(config, None, None)`` without one."""
+    if not config.init_from:
+        return config, None, None
+    import torch
+
+    from pipeline.segment.unet.card import load_card
+
+    check_backend(config)
+    card = load_card(config.init_from)
+    weights = Path(config.init_from) / card.weights
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if config.model != card.architecture:
+        LOG.info("init_from %s: architecture taken from its card", config.init_from)
+    update: dict[str, Any] = {"model": card.architecture, "normalization": card.normalization}
+    if config.voxel_size is None:
+        update["voxel_size"] = list(card.voxel_size)
+    record = init_record(config.init_from, card, [CARD_NAME, card.weights])
+    LOG.info("fine-tuning from %s (%s)", config.init_from, card.name)
+    return config.model_copy(update=update), state, record

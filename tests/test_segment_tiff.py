@@ -1,0 +1,110 @@
+"""The one-off form ``spheroid segment FILE.tif --out labels.tif`` and its refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from pipeline.cli.main import cli
+from pipeline.config.synth import SynthConfig
+from pipeline.evaluate import matching
+from pipeline.groundtruth.tiffio import read_tiff, write_tiff
+from pipeline.synth import generate
+
+VOXEL = (5.0, 1.24, 1.24)
+
+
+@pytest.fixture(scope="module")
+def spheroid():
+    synth = generate(SynthConfig(shape=(21, 96, 96), n_timepoints=1, seed=6), well="D2")
+    return synth.images[0], synth.labels[0]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["-q", "segment", *[str(a) for a in args]])
+
+
+def test_zyx_tiff_to_label_tiff(tmp_path, spheroid):
+    images, truth = spheroid
+    path = write_tiff(tmp_path / "vol.tif", images[0], VOXEL)
+    result = run(path, "--out", tmp_path / "labels.tif")
+    assert result.exit_code == 0, result.output
+    labels, voxel = read_tiff(tmp_path / "labels.tif")
+    assert labels.shape == images[0].shape and labels.dtype == np.uint32
+    assert voxel == pytest.approx(VOXEL)
+    assert matching(truth, labels).f1 > 0.3
+    # refuses to replace it without --overwrite
+    again = run(path, "--out", tmp_path / "labels.tif")
+    assert again.exit_code == 1 and "exists; pass --overwrite" in again.output
+
+
+@pytest.mark.slow
+def test_czyx_channel_by_index_name_and_combination(tmp_path, spheroid):
+    images, _ = spheroid
+    path = tmp_path / "czyx.ome.tif"
+    tifffile.imwrite(path, images, ome=True, metadata={
+        "axes": "CZYX", "Channel": {"Name": ["Hoechst", "Cy3", "GFP"]},
+        "PhysicalSizeZ": 5.0, "PhysicalSizeY": 1.24, "PhysicalSizeX": 1.24,
+    })
+    for channel in ("0", "Hoechst", "Hoechst,GFP"):
+        out = tmp_path / f"l-{channel.replace(',', '_')}.tif"
+        result = run(path, "--out", out, "--channel", channel)
+        assert result.exit_code == 0, result.output
+        assert read_tiff(out)[0].shape == images.shape[1:]
+
+
+def test_voxel_size_and_diameter_options(tmp_path, spheroid):
+    images, _ = spheroid
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, images[0])  # no calibration
+    result = run(path, "--out", tmp_path / "a.tif")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {path}: no voxel size in the data and none given; pass --voxel-size Z Y X (um)"
+    assert not (tmp_path / "a.tif").exists()
+    ok = run(path, "--out", tmp_path / "a.tif", "--voxel-size", 5, 1.24, 1.24)
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("2d", "is a single plane of 96 x 96 (2D); segment needs a (z, y, x) volume"),
+        ("channel", "channel index 5 out of range: the data has 3 channel(s)"),
+        ("time", "holds 2 time points; the one-off form takes one"),
+        ("card", "model.json: model card not found"),
+        ("nomodel", "the stardist backend needs a model folder (--model DIR)"),
+    ],
+)
+def test_bad_input_one_line_exit_1_nothing_written(tmp_path, spheroid, case, message):
+    images, _ = spheroid
+    out = tmp_path / "labels.tif"
+    args = []
+    if case == "2d":
+        path = write_tiff(tmp_path / "plane.tif", images[0, 10], VOXEL)
+    elif case == "channel":
+        path = tmp_path / "czyx.tif"
+        tifffile.imwrite(path, images.transpose(1, 0, 2, 3), imagej=True, metadata={"axes": "ZCYX"})
+        args = ["--channel", "5", "--voxel-size", 5, 1.24, 1.24]
+    elif case == "time":
+        path = tmp_path / "tzyx.tif"
+        tifffile.imwrite(path, np.stack([images[0], images[0]]), imagej=True, metadata={"axes": "TZYX"})
+        args = ["--voxel-size", 5, 1.24, 1.24]
+    elif case == "card":
+        path = write_tiff(tmp_path / "vol.tif", images[0], VOXEL)
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "weights.pt").write_bytes(b"")
+        args = ["--model", tmp_path / "model"]
+    else:
+        path = write_tiff(tmp_path / "vol.tif", images[0], VOXEL)
+        args = ["--backend", "stardist"]
+    result = run(path, "--out", out, *args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    if case in ("2d", "channel", "time"):
+        assert str(path) in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".labels*"))

@@ -1,0 +1,107 @@
+"""One volume through a backend: any voxel size (resampled and back), channel combinations, blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config.segment import SegmentConfig
+from pipeline.config.synth import SynthConfig
+from pipeline.evaluate import matching
+from pipeline.io.ngff import ImageMeta
+from pipeline.io.plate import Plate
+from pipeline.io.volumes import write_volume
+from pipeline.segment.backends import UNetSegmenter, get_segmenter
+from pipeline.segment.inputs import plan_input, resolve_channels, subsample_step
+from pipeline.segment.resample import resample_labels, target_voxel_size, zoom_factors
+from pipeline.segment.runner import run_segment
+from pipeline.synth import generate
+from pipeline.errors import InputError
+
+VOXEL = (5.0, 1.24, 1.24)
+
+
+@pytest.fixture(scope="module")
+def spheroid():
+    """An unseen synthetic spheroid (generator seed 5): Hoechst, GFP and the truth."""
+    synth = generate(SynthConfig(shape=(21, 144, 144), n_timepoints=1, seed=5), well="C3")
+    return synth.images[0], synth.labels[0]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return UNetSegmenter(SegmentConfig(device="cpu"))
+
+
+def test_target_voxel_size_and_zoom():
+    assert target_voxel_size((5, 1.24, 1.24), 10.0, None) == (5.0, 1.24, 1.24)
+    assert target_voxel_size((5, 1.24, 1.24), 10.0, 20.0) == pytest.approx((10.0, 2.48, 2.48))
+    with pytest.raises(InputError, match="states no nucleus diameter"):
+        target_voxel_size((5, 1.24, 1.24), None, 20.0, source="m")
+    assert zoom_factors((5.2, 1.24, 0.62), (5, 1.24, 1.24), 0.1).tolist() == [1.0, 1.0, 0.5]
+    with pytest.raises(InputError, match="zoom of"):
+        zoom_factors((5, 1.24, 1.24), (5, 100.0, 100.0))
+
+
+def test_resample_labels_keeps_ids():
+    labels = np.arange(24, dtype=np.uint32).reshape(2, 3, 4)
+    up = resample_labels(labels, (4, 6, 8))
+    assert up.shape == (4, 6, 8) and set(np.unique(up)) == set(np.unique(labels))
+    assert np.array_equal(resample_labels(up, (2, 3, 4)), labels)
+
+
+@pytest.mark.slow
+def test_other_voxel_size_is_resampled(spheroid, unet):
+    images, truth = spheroid
+    native = unet.predict(images[0], voxel_size=VOXEL)
+    # the same stack sampled twice as finely in y and x (nearest neighbour, truth alike)
+    fine = np.repeat(np.repeat(images[0], 2, axis=1), 2, axis=2)
+    fine_truth = np.repeat(np.repeat(truth, 2, axis=1), 2, axis=2)
+    labels, info = unet.run(fine, voxel_size=(5.0, 0.62, 0.62))
+    assert labels.shape == fine.shape and labels.dtype == np.uint32
+    assert info["resampling"]["zoom"] == [1.0, 0.5, 0.5]
+    f1_native = matching(truth, native).f1
+    assert matching(fine_truth, labels).f1 > f1_native - 0.05
+
+
+@pytest.mark.slow
+def test_blocks_match_whole_volume(spheroid):
+    images, truth = spheroid
+    whole = UNetSegmenter(SegmentConfig(device="cpu"))
+    blocky = UNetSegmenter(SegmentConfig(device="cpu", block_mvoxels=0.2))
+    a, info_a = whole.run(images[0], voxel_size=VOXEL)
+    b, info_b = blocky.run(images[0], voxel_size=VOXEL)
+    assert info_a["blocks"]["count"] == 1 and info_b["blocks"]["count"] > 1
+    same = matching(a, b, thresh=0.5)
+    assert same.f1 > 0.97, same
+    assert abs(matching(truth, a).f1 - matching(truth, b).f1) < 0.02
+
+
+def test_channel_combination_and_plan(spheroid):
+    images, _ = spheroid
+    assert resolve_channels(["Hoechst", 2], ["Hoechst", "Cy3", "GFP"], 3, source="x") == [0, 2]
+    with pytest.raises(InputError, match=r"channel index 3 out of range: the data has 3 channel\(s\) \(Hoechst, Cy3, GFP\)"):
+        resolve_channels(3, ["Hoechst", "Cy3", "GFP"], 3, source="x")
+    with pytest.raises(InputError, match=r"x: no channel 'DAPI' \(channels: c0, c1\); pick the nuclear channel"):
+        resolve_channels("DAPI", None, 2, source="x")
+    plan = plan_input([images[0], images[2]], low=1, high=99.8, combine="sum")
+    combined = plan.apply([images[0], images[2]])
+    assert len(plan.channel_ranges) == 2 and combined.dtype == np.float32
+    assert np.percentile(combined, 1) == pytest.approx(0, abs=1e-3) and np.percentile(combined, 99.8) == pytest.approx(1, abs=1e-3)
+    assert subsample_step((64, 2048, 2048)) == 5 and subsample_step((21, 512, 512)) == 1
+
+
+@pytest.mark.slow
+def test_store_blocks_equal_in_memory_blocks(tmp_path, spheroid, dask_client):
+    images, _ = spheroid
+    plate = Plate.create(str(tmp_path / "p.zarr"))
+    field = plate.add_field("B2")
+    field.create_image("raw", (1, 3, *images.shape[1:]), "uint16", ImageMeta(channels=("Hoechst", "Cy3", "GFP"), voxel_size=VOXEL))
+    for c in range(3):
+        write_volume(plate.location, field.array_path(), 0, c, images[c])
+    field.mark_complete()
+    config = SegmentConfig(device="cpu", block_mvoxels=0.2, channel=["Hoechst", "GFP"])
+    run_segment(plate, config, client=dask_client, progress=False)
+    stored = Plate.open(str(tmp_path / "p.zarr")).field("B2").label_volume("nuclei", 0)
+    expected = get_segmenter(config).predict([images[0], images[2]], voxel_size=VOXEL)
+    assert np.array_equal(stored, expected)
