@@ -317,6 +317,10 @@ class TrainConfig(StrictModel):
     """``auto``: CUDA when available, else CPU."""
     amp: bool = True
     """Mixed precision (float16 autocast + gradient scaling) on CUDA; ignored on CPU."""
+    deterministic: bool = True
+    """On CUDA: deterministic cuDNN/cuBLAS kernels, so a resumed run follows an uninterrupted one
+    (within float tolerance: a few kernels, e.g. trilinear up-sampling's backward, have no
+    deterministic form); ``false`` lets cuDNN autotune for speed. CPU training is deterministic."""
     threads: int | None = Field(None, ge=1)
     """torch CPU threads (``null``: torch's default)."""
     tensorboard: bool = False

@@ -46,6 +46,35 @@ def restore_rng(state: dict[str, Any], rng: np.random.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def make_deterministic(device: torch.device, enabled: bool = True) -> None:
+    """Ask torch for reproducible kernels on CUDA, so a resumed run follows an uninterrupted one.
+
+    On CPU the training loop is already deterministic (resume is bit-identical). On CUDA this
+    turns off cuDNN's benchmark autotuner (which may pick other kernels in another process),
+    selects deterministic cuDNN convolutions, sets ``CUBLAS_WORKSPACE_CONFIG`` for
+    deterministic cuBLAS, and calls ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+    Operations without a deterministic CUDA kernel (the backward pass of trilinear
+    up-sampling, some scatter/index operations) then warn once instead of failing, so a
+    resumed run matches within floating-point tolerance rather than bit for bit; mixed
+    precision adds rounding but no randomness (the gradient scaler's state is checkpointed).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the network trains.
+    enabled : bool
+        ``False`` lets cuDNN autotune for speed (not reproducible between processes).
+    """
+    if device.type != "cuda":
+        return
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    LOG.info("CUDA kernels: %s", "deterministic (cuDNN benchmark off)" if enabled else "autotuned (not reproducible)")
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors and plain values) atomically to ``path``."""
     path = Path(path)

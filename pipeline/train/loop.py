@@ -40,7 +40,7 @@ from pipeline.segment.unet.apply import OVERLAP
 from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
-from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
 from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
 from pipeline.train.init import apply_init
 from pipeline.train.losses import CombinedLoss, centre_loss
@@ -205,6 +205,7 @@ def _run(
     device = resolve_device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' asked for, but torch finds no CUDA device (use cpu or auto)")
+    make_deterministic(device, config.deterministic)
     if config.threads:
         torch.set_num_threads(config.threads)
     rng = _seed_everything(config.seed)
