@@ -1,4 +1,4 @@
-"""One runner for the per-volume distributed stages (preprocess, cellcycle; segment next).
+"""One runner for the per-volume distributed stages (preprocess, segment, cellcycle).
 
 Every such stage does the same around its own work: for each field it checks the
 inputs, compares the settings stored with the outputs against its own (refusing other

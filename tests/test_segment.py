@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -13,6 +14,8 @@ from pipeline.config.train import UNetConfig
 from pipeline.errors import ConfigError, InputError, StoreError
 from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
+from pipeline.io.tables import part_name, read_table
+from pipeline.measure import measure_regions
 from pipeline.io.volumes import write_volume
 from pipeline.segment.runner import run_segment
 from pipeline.segment.unet.card import ModelCard, build_model, save_model
@@ -154,6 +157,34 @@ def test_stage_labels_equal_the_segmenter_on_each_volume(spheroid_plate, dask_cl
     attrs = field.attrs("nuclei", label=True)
     assert attrs["settings"]["input"] == "raw" and attrs["settings"]["channel"] == "Hoechst"
     assert attrs["provenance"]["signature"] == attrs["signature"]
+    # the per-nucleus table beside the labels: every nucleus of every time point, every channel
+    table = read_table(field, "nuclei-objects")
+    assert list(table.t.unique()) == [0, 1] and summary["nuclei"] == len(table)
+    for t in range(2):
+        labels = field.label_volume("nuclei", t)
+        expected = measure_regions(labels, result.images[t], channels=["hoechst", "cy3", "gfp"], voxel_size=result.voxel_size)
+        got = table[table.t == t].reset_index(drop=True)
+        assert list(got.label) == list(expected.label)
+        for column in ("centroid_z", "centroid_y", "centroid_x", "volume", "voxels", "bbox_z0", "bbox_y1", "bbox_x1", "hoechst_mean", "gfp_integrated"):
+            np.testing.assert_allclose(got[column], expected[column], rtol=1e-5, err_msg=column)
+
+
+def test_objects_table_resumes_without_segmenting_again(spheroid_plate, dask_client):
+    """A labelled time point whose part table is missing (stopped between the two) is measured, not segmented."""
+    url, _ = spheroid_plate
+    plate = Plate.open(url, mode="r+")
+    run_segment(plate, SegmentConfig(), client=dask_client, progress=False, overwrite=True)
+    field = plate.field("B10")
+    whole = read_table(field, "nuclei-objects")
+    fs, _ = plate.location.filesystem()
+    fs.rm(fs._strip_protocol(field.table_url(part_name("nuclei-objects", 1))))
+    fs.rm(fs._strip_protocol(field.table_url("nuclei-objects")))
+    labels_before = field.label_volume("nuclei", 1)
+    summary = run_segment(Plate.open(url, mode="r+"), SegmentConfig(), client=dask_client, progress=False)
+    assert summary["volumes"] == 0 and summary["skipped"] == 1
+    field = Plate.open(url).field("B10")
+    np.testing.assert_array_equal(field.label_volume("nuclei", 1), labels_before)
+    pd.testing.assert_frame_equal(read_table(field, "nuclei-objects"), whole)
 
 
 def test_other_settings_are_refused_unless_overwrite(spheroid_plate, dask_client):

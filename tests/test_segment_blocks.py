@@ -92,3 +92,24 @@ def test_overlapping_pairs_needs_iou():
     pairs = overlapping_pairs(a, b)
     assert pairs.tolist() == [[1, 5], [2, 6]]
     assert overlapping_pairs(a, b, min_iou=0.8).tolist() == []
+
+
+def test_objects_measured_in_blocks_equal_whole_volume_measurement():
+    """The per-nucleus table combined over y/x blocks equals one measurement of the whole volume."""
+    from pipeline.measure import measure_regions
+    from pipeline.segment.objects import measure_objects, object_columns
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((5, 40, 50), np.uint32)
+    for i in range(1, 30):
+        z, y, x = rng.integers(0, 5), rng.integers(0, 36), rng.integers(0, 46)
+        labels[z : z + 2, y : y + 5, x : x + 5] = i
+    image = rng.random((2, 5, 40, 50)).astype(np.float32)
+    blocks = measure_objects(lambda i: labels[i], lambda i: image[(slice(None), *i)], labels.shape, ["A", "B"], voxel_size=(2, 1.5, 1.2), t=3, block_yx=(7, 9))
+    whole = measure_regions(labels, image, channels=["a", "b"], voxel_size=(2, 1.5, 1.2))
+    assert list(blocks.columns) == object_columns(["A", "B"]) and set(blocks.t) == {3}
+    assert list(blocks.label) == list(whole.label) and len(blocks) == len(np.unique(labels)) - 1
+    for column in blocks.columns.drop("t"):
+        np.testing.assert_allclose(blocks[column], whole[column], rtol=1e-6, err_msg=column)
+    empty = measure_objects(lambda i: np.zeros((5, 7, 9), np.uint32)[: 5], lambda i: image, (5, 7, 9), ["A"], voxel_size=(1, 1, 1))
+    assert empty.empty and list(empty.columns) == object_columns(["A"])

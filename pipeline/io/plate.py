@@ -9,7 +9,7 @@ Layout (NGFF 0.5, zarr v3)::
           done                        (T, C) uint8: 1 where a volume is written and verified
           preprocessed/0, /done       derived images: same axes and chunks
           labels/nuclei/0, /done      NGFF label images (c = 1)
-          tables/nuclei.parquet       per-nucleus tables
+          tables/nuclei.parquet       per-nucleus tables (cellcycle's; segment's: nuclei-objects.parquet)
 
 A stage marks a ``(t, c)`` volume in ``done`` only after its chunks are written
 and read back; a later stage trusts only volumes marked done, and an image's

@@ -64,3 +64,40 @@ def list_tables(field: Field) -> list[str]:
     if not fs.exists(folder):
         return []
     return sorted(p.rsplit("/", 1)[1][: -len(".parquet")] for p in fs.ls(folder, detail=False) if p.endswith(".parquet"))
+
+
+def part_name(name: str, t: int) -> str:
+    """The name of time point ``t``'s part of the table ``name``: ``<name>.parts/t000012``.
+
+    Workers write one part per volume (atomically, so a part that exists is complete); the
+    stage combines a field's parts into ``tables/<name>.parquet`` once every volume is done.
+    """
+    return f"{name}.parts/t{int(t):06d}"
+
+
+def _parts_folder(field: Field, name: str) -> tuple:
+    fs, path = _fs_path(field, f"{name}.parts/x")
+    return fs, path.rsplit("/", 1)[0]
+
+
+def done_parts(field: Field, name: str) -> set[int]:
+    """Time points whose part of the table ``name`` exists."""
+    fs, folder = _parts_folder(field, name)
+    fs.invalidate_cache(folder)  # written by the workers: an object store's cached listing is stale
+    if not fs.exists(folder):
+        return set()
+    names = [p.rsplit("/", 1)[1] for p in fs.ls(folder, detail=False)]
+    return {int(n[1:-8]) for n in names if n.startswith("t") and n.endswith(".parquet") and n[1:-8].isdigit()}
+
+
+def read_parts(field: Field, name: str) -> pd.DataFrame:
+    """Every part of the table ``name``, in time order (an empty frame when there is none)."""
+    frames = [read_table(field, part_name(name, t)) for t in sorted(done_parts(field, name))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def drop_parts(field: Field, name: str) -> None:
+    """Remove the parts of the table ``name`` (a recomputation starts from none)."""
+    fs, folder = _parts_folder(field, name)
+    if fs.exists(folder):
+        fs.rm(folder, recursive=True)

@@ -2,8 +2,12 @@
 
 One task per ``(field, t)``: the worker builds the backend once (cached per process),
 reads the channel's volume from Zarr, segments it, writes the labels straight to the
-store (read back, marked done) and returns the number of nuclei. Time points already
-done are skipped, so an interrupted run resumes.
+store (read back, marked done), measures every nucleus (:mod:`pipeline.segment.objects`)
+into a part table and returns the number of nuclei. Once a field is done its parts become
+``tables/<output>-objects.parquet`` beside the labels. Time points already done are
+skipped, so an interrupted run resumes (a labelled time point whose part is missing is
+only measured). The task loop is :func:`pipeline.stage.run_stage`, shared with the other
+per-volume stages.
 """
 
 from __future__ import annotations
@@ -13,20 +17,29 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from pipeline.config.segment import SegmentConfig
 from pipeline.errors import StoreError
 from pipeline.io.location import Location
 from pipeline.io.ngff import ImageMeta
-from pipeline.io.plate import Plate
+from pipeline.io.plate import Field, Plate
+from pipeline.io.tables import done_parts, drop_parts, list_tables, part_name, read_parts, write_table
 from pipeline import workers
-from pipeline.provenance import provenance, settings_signature
+from pipeline.provenance import settings_signature
 from pipeline.segment.backends import get_segmenter
 from pipeline.segment.inputs import data_voxel_size, resolve_channels
-from pipeline.segment.stored import segment_stored
+from pipeline.segment.stored import measure_stored, segment_stored
+from pipeline.stage import FieldWork, run_stage
 
 LOG = logging.getLogger(__name__)
 
 STAGE = "segment"
+
+
+def objects_table(output: str) -> str:
+    """Name of the per-nucleus table of the label image ``output`` (``tables/<name>.parquet``)."""
+    return f"{output}-objects"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,14 @@ class SegmentTask:
     t: int
     channels: tuple[int, ...]
     voxel_size: tuple[float, float, float]
+    field_path: str = ""
+    """The field's group in the store (``B/10/0``), where the part table goes."""
+    channel_names: tuple[str, ...] = ()
+    """Every channel of the input image, measured in the per-nucleus table."""
+    table: str = ""
+    """The per-nucleus table's name (see :func:`objects_table`)."""
+    measure_only: bool = False
+    """The labels are done already: only measure them (their part table was missing)."""
 
 
 def limit_threads(n: int) -> None:
@@ -51,18 +72,23 @@ def limit_threads(n: int) -> None:
 
 
 def segment_task(task: SegmentTask, location: Location, config_json: str, threads: int) -> dict[str, Any]:
-    """Worker side: read, segment, write and verify one volume; return a small summary."""
+    """Worker side: segment, write and verify one volume, measure its nuclei; return a small summary."""
     limit_threads(threads)
-    config = SegmentConfig.model_validate_json(config_json)
-    segmenter = get_segmenter(config)
     start = time.perf_counter()
-    info = segment_stored(
-        location, task.src, task.dst, task.t, task.channels, segmenter, voxel_size=task.voxel_size,
-        source=f"{location.url} field {task.field} t={task.t}",
-    )
+    if not task.measure_only:
+        config = SegmentConfig.model_validate_json(config_json)
+        segmenter = get_segmenter(config)
+        segment_stored(
+            location, task.src, task.dst, task.t, task.channels, segmenter, voxel_size=task.voxel_size,
+            source=f"{location.url} field {task.field} t={task.t}",
+        )
+    table = measure_stored(location, task.src, task.dst, task.t, task.channel_names, voxel_size=task.voxel_size)
+    plate = Plate(location, location.open_group(mode="r"))
+    row, col, index = task.field_path.split("/")
+    write_table(Field(plate, row, col, int(index)), part_name(task.table, task.t), table)
     seconds = time.perf_counter() - start
     workers.release_memory()
-    return {"field": task.field, "t": task.t, "nuclei": info["nuclei"], "seconds": seconds}
+    return {"field": task.field, "t": task.t, "nuclei": len(table), "seconds": seconds}
 
 
 INFORMATIVE = ("device", "model_card", "model")
@@ -134,8 +160,8 @@ def run_segment(
         segmenter.check(voxel_size=voxel_size, channels=[meta.channels[c] for c in channels], source=where)
         plans.append((fld, meta, tuple(channels), voxel_size))
 
-    tasks: list[SegmentTask] = []
-    skipped = 0
+    table = objects_table(config.output)
+    work: list[FieldWork] = []
     for fld, meta, channels, voxel_size in plans:
         shape = fld.image(config.input).shape
         label_meta = ImageMeta(channels=(config.output,), voxel_size=meta.voxel_size, time_step=meta.time_step)
@@ -147,45 +173,33 @@ def run_segment(
             overwrite=overwrite,
             attrs={"stage": STAGE, "source": config.input, "channel": config.channel, **segmenter.describe(), "settings": settings, "signature": signature},
         )
-        done = fld.done(config.output, label=True)
-        for t in range(shape[0]):
-            if done[t, 0]:
-                skipped += 1
-                continue
-            tasks.append(SegmentTask(str(fld), fld.array_path(config.input), f"{fld.label_path(config.output)}/0", t, channels, voxel_size))
-    if skipped:
-        LOG.info("%d time point(s) already segmented: skipped", skipped)
+        if overwrite:
+            drop_parts(fld, table)
+        done = np.asarray(fld.done(config.output, label=True))[:, 0].astype(bool)
+        measured = done_parts(fld, table)
+        base = dict(
+            field=str(fld), src=fld.array_path(config.input), dst=f"{fld.label_path(config.output)}/0", channels=tuple(channels),
+            voxel_size=voxel_size, field_path=fld.path, channel_names=tuple(meta.channels), table=table,
+        )
+        tasks = [SegmentTask(t=t, measure_only=bool(done[t]), **base) for t in range(shape[0]) if not (done[t] and t in measured)]
+        complete = fld.is_complete(config.output, label=True) and table in list_tables(fld)
+        work.append(FieldWork(fld, tasks, shape[0] - len(tasks), complete=complete))
 
-    start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if tasks:
-        from pipeline.cluster import use_client
-        from pipeline.runner import run_tasks
+    def finish(w: FieldWork, record: dict[str, Any]) -> None:
+        write_table(w.field, table, read_parts(w.field, table))
+        w.field.mark_complete(config.output, label=True, provenance=record)
 
-        with use_client(client, config.cluster, in_process=plate.location.in_memory) as own:
-            results = run_tasks(
-                own,
-                segment_task,
-                tasks,
-                desc=STAGE,
-                progress=progress,
-                location=plate.location,
-                config_json=config.model_dump_json(),
-                threads=config.cluster.threads_per_worker,
-            )
-    seconds = time.perf_counter() - start
-
-    record = provenance(STAGE, config, fields=[str(p[0]) for p in plans], settings=settings, signature=signature)
-    for fld, *_ in plans:
-        if not fld.is_complete(config.output, label=True):
-            fld.mark_complete(config.output, label=True, provenance=record)
-    plate.record(STAGE, record)
+    run = run_stage(
+        plate, STAGE, config, work, segment_task, progress=progress, client=client, mark_complete=finish,
+        record={"settings": settings, "signature": signature}, config_json=config.model_dump_json(), threads=config.cluster.threads_per_worker,
+    )
+    segmented = [r for r, task in zip(run.results, (t for w in work for t in w.tasks)) if not task.measure_only]
     summary = {
-        "fields": [str(p[0]) for p in plans],
-        "volumes": len(results),
-        "skipped": skipped,
-        "nuclei": int(sum(r["nuclei"] for r in results)),
-        "seconds": seconds,
+        "fields": run.fields,
+        "volumes": len(segmented),
+        "skipped": run.skipped,
+        "nuclei": int(sum(r["nuclei"] for r in segmented)),
+        "seconds": run.seconds,
     }
-    LOG.info("segmented %d volume(s) in %.1f s (%d skipped), %d nuclei", summary["volumes"], seconds, skipped, summary["nuclei"])
+    LOG.info("segmented %d volume(s) in %.1f s (%d skipped), %d nuclei", summary["volumes"], run.seconds, run.skipped, summary["nuclei"])
     return summary

@@ -20,6 +20,7 @@ from pipeline.io import affine
 from pipeline.io.location import Location
 from pipeline.io.volumes import mark_done, read_volume, write_volume
 from pipeline.segment.inputs import StoredVolume
+from pipeline.segment.objects import measure_objects
 from pipeline.segment.resample import target_voxel_size, zoom_factors
 
 LOG = logging.getLogger(__name__)
@@ -92,3 +93,20 @@ def segment_stored(
     _, info = segmenter.run(views, voxel_size=voxel_size, source=source, out=out)
     mark_done(location, dst, t, 0)
     return info
+
+
+def measure_stored(location: Location, src: str, dst: str, t: int, channel_names: Sequence[str], *, voxel_size: Sequence[float]):
+    """The per-nucleus table of labelled time point ``t``: labels at ``dst``, every channel of ``src``.
+
+    Read block by block from the store (see :func:`pipeline.segment.objects.measure_objects`),
+    so memory stays flat in the volume's size.
+    """
+    image = _image(location, src)
+    labels = VerifiedOutput(location.open_array(dst), t, location.child(dst))
+    n_channels = int(image.shape[1])
+
+    def read_image(index) -> np.ndarray:
+        return np.stack([np.asarray(image[(int(t), c, *index)]) for c in range(n_channels)])
+
+    names = list(channel_names) if len(channel_names) == n_channels else [f"c{c}" for c in range(n_channels)]
+    return measure_objects(labels.__getitem__, read_image, labels.shape, names, voxel_size=voxel_size, t=t)
