@@ -59,6 +59,10 @@ class ThresholdConfig(StrictModel):
     dead_separation: float = Field(2.0, ge=0)
     """The dead stain's two classes must be at least this far apart (Ashman's D) for any
     nucleus to be flagged dead: a channel without dead nuclei is not split in two."""
+    overexposed_sigma: float | None = Field(3.0, gt=0)
+    """A nucleus whose nuclear stain (depth-corrected) lies more than this many robust spreads
+    above the median is over-exposed (bright in every channel): its reporters are scaled down
+    by the same factor before the calls (``pipeline.cellcycle.overexposure``); null: off."""
 
     @model_validator(mode="after")
     def _fixed_needs_values(self) -> "ThresholdConfig":
