@@ -266,3 +266,26 @@ def test_tiles_link_like_the_whole_field(timelapse, monkeypatch):
     a = link_scores(whole.assign(node=node), tiled.assign(node=node))
     assert calls and min(calls) >= 3  # it did tile
     assert a["link"]["f1"] > 0.99 and a["division"]["f1"] > 0.9
+
+
+def test_sparse_laptrack_links_like_laptrack():
+    """The k-d tree candidates give laptrack's own links (gaps, divisions, fixed edges)."""
+    from laptrack import LapTrack
+
+    from pipeline.cellcycle.lap import SparseLapTrack
+
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 120, size=(300, 3))
+    coords = []
+    for _ in range(6):
+        pos = pos + rng.normal(0, 1.5, size=pos.shape)
+        split = rng.random(len(pos)) < 0.03
+        pos = np.concatenate([pos, pos[split] + rng.normal(0, 3, size=(int(split.sum()), 3))])
+        coords.append(pos[rng.random(len(pos)) > 0.05])  # missed detections: gaps to close
+    kw = dict(cutoff=100.0, gap_closing_cutoff=100.0, gap_closing_max_frame_count=2, splitting_cutoff=144.0)
+    want = LapTrack(**kw).predict(coords)
+    edges = {tuple(sorted(e)) for e in want.edges()}
+    assert edges == {tuple(sorted(e)) for e in SparseLapTrack(**kw).predict(coords).edges()}
+    fixed = sorted(e for e in edges if e[0][0] < 2)[:50]
+    want = {tuple(sorted(e)) for e in LapTrack(**kw).predict(coords, connected_edges=fixed).edges()}
+    assert want == {tuple(sorted(e)) for e in SparseLapTrack(**kw).predict(coords, connected_edges=fixed).edges()}
