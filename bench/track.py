@@ -5,7 +5,7 @@
 Nuclei are points in a 3-D slab (density of the synthetic spheroids: ~10 um apart),
 moving by a persistent random walk (1.2 um per frame and axis), a few percent dividing
 every frame (two daughters 5 um apart), frames streamed one at a time into
-:func:`pipeline.cellcycle.track.track_frames` (window 40; y/x tiles per ``--tile-nuclei``). Each run is a fresh process,
+:func:`pipeline.cellcycle.track.track_frames` (window 40; whole frames, or y/x tiles with ``--tile-nuclei``). Each run is a fresh process,
 so its peak RSS is its own. The baseline, measured in the same run, is laptrack over
 the whole series at once (no windows), whose memory grows with the number of frames.
 
@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--frames", default="50,100,300")
     parser.add_argument("--baseline-frames", default="50,100", help="frame counts for the whole-series baseline (1,000 nuclei)")
     parser.add_argument("--quick", action="store_true", help="1,000 nuclei x 50 and 100 frames only")
-    parser.add_argument("--tile-nuclei", type=int, default=1500, help="TrackConfig.tile_nuclei (0: whole frames)")
+    parser.add_argument("--tile-nuclei", type=int, default=0, help="TrackConfig.tile_nuclei (0: whole frames, the default)")
     parser.add_argument("--tile-margin", type=float, default=3.0, help="TrackConfig.tile_margin")
     args = parser.parse_args()
     tiles = {"tile_nuclei": args.tile_nuclei or None, "tile_margin": args.tile_margin}
