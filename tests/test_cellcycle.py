@@ -128,3 +128,26 @@ def test_track_summary_durations():
     assert summary.loc[1, "phase_sequence"] == "G1 x1 > G1/S x1 > S/G2/M x2"
     assert summary.loc[1, "hours_S/G2/M"] == 1.0 and summary.loc[1, "divides"] and not summary.loc[1, "complete"]
     assert summary.loc[2, "hours_total"] == 1.0 and summary.loc[2, "parent_track_id"] == 1
+
+
+def test_overexposed_nuclei_scaled_back(rng):
+    """A nucleus 20x too bright in every channel keeps its phase: the nuclear stain shows the glow."""
+    n = 3000
+    phase = rng.integers(0, 4, n)  # PHASES order: early-G1, G1, G1/S, S/G2/M
+    red = np.where(np.isin(phase, (1, 2)), 2000.0, 30.0) * rng.lognormal(0, 0.3, n)
+    green = np.where(np.isin(phase, (2, 3)), 1500.0, 20.0) * rng.lognormal(0, 0.3, n)
+    hoechst = 800.0 * rng.lognormal(0, 0.25, n)
+    glow = rng.random(n) < 0.05
+    gain = np.where(glow, 20.0, 1.0)
+    table = pd.DataFrame(
+        {"t": 0, "label": np.arange(1, n + 1), "centroid_z": rng.uniform(0, 50, n), "hoechst_median": hoechst * gain, "cy3_median": red * gain, "gfp_median": green * gain}
+    )
+    truth = np.asarray(ph.PHASES, dtype=object)[phase]
+    config = _lower(CellcycleConfig())
+    out = apply_phase_model(table, fit_phase_model(table, config))
+    assert out["overexposed"].to_numpy()[glow].mean() > 0.95 and out["overexposed"].to_numpy()[~glow].mean() < 0.01
+    assert (out["phase"].to_numpy()[glow] == truth[glow]).mean() > 0.9
+    off = config.model_copy(update={"threshold": config.threshold.model_copy(update={"overexposed_sigma": None})})
+    plain = apply_phase_model(table, fit_phase_model(table, off))
+    assert not plain["overexposed"].any()
+    assert (plain["phase"].to_numpy()[glow] == truth[glow]).mean() < 0.5  # without it, glowing nuclei look yellow

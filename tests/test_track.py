@@ -169,7 +169,7 @@ def _store(tmp_path, res, *, with_labels=True):
     return plate
 
 
-def test_store_cellcycle_and_track(tmp_path, timelapse, dask_client):
+def test_store_cellcycle_and_track(tmp_path, timelapse, dask_client, monkeypatch):
     plate = _store(tmp_path, timelapse)
     summary = run.run_cellcycle(plate, CellcycleConfig(), client=dask_client, progress=False)
     assert summary["volumes"] == CONFIG.n_timepoints and summary["nuclei"] == len(timelapse.table)
@@ -200,6 +200,35 @@ def test_store_cellcycle_and_track(tmp_path, timelapse, dask_client):
     tracks = read_table(field, "tracks")
     assert {"track_id", "phase_sequence", "hours_G1", "divides"} <= set(tracks.columns)
     assert set(tracks["track_id"]) == set(table["track_id"])
+    _track_resumes(tmp_path, plate, field, dask_client, monkeypatch)
+
+
+def _track_resumes(tmp_path, plate, field, dask_client, monkeypatch):
+    """A finished field is not tracked again; lost tracks, other settings and a new nucleus table are."""
+    calls = []
+    real = run.track_frames
+
+    def counting(frames, config):
+        calls.append(config)
+        return real(frames, config)
+
+    monkeypatch.setattr(run, "track_frames", counting)
+    result = CliRunner().invoke(cli, ["-q", "track", str(tmp_path / "p.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "1 already done" in result.output and calls == []
+    fs, _ = plate.location.filesystem()
+    fs.rm(fs._strip_protocol(field.table_url("tracks")))  # interrupted before the field was finished
+    assert run.run_track(plate, TrackConfig(), progress=False)["fields"] == [str(field)] and len(calls) == 1
+    assert run.run_track(plate, TrackConfig(), progress=False)["skipped"] == [str(field)] and len(calls) == 1
+    other = TrackConfig(max_distance_um=8.0)
+    with pytest.raises(Exception, match="other settings"):
+        run.run_track(plate, other, progress=False)
+    assert run.run_track(plate, other, overwrite=True, progress=False)["fields"] == [str(field)] and len(calls) == 2
+    assert run.run_track(plate, other, progress=False)["skipped"] == [str(field)]
+    # a new nucleus table (cellcycle re-run) is tracked again, whatever settings made the old tracks
+    run.run_cellcycle(plate, CellcycleConfig(), client=dask_client, progress=False)
+    assert run.run_track(plate, TrackConfig(), progress=False)["fields"] == [str(field)] and len(calls) == 3
+    assert (read_table(field, "nuclei")["track_id"] > 0).all()
 
 
 def test_store_without_labels(tmp_path, timelapse):
@@ -237,3 +266,26 @@ def test_tiles_link_like_the_whole_field(timelapse, monkeypatch):
     a = link_scores(whole.assign(node=node), tiled.assign(node=node))
     assert calls and min(calls) >= 3  # it did tile
     assert a["link"]["f1"] > 0.99 and a["division"]["f1"] > 0.9
+
+
+def test_sparse_laptrack_links_like_laptrack():
+    """The k-d tree candidates give laptrack's own links (gaps, divisions, fixed edges)."""
+    from laptrack import LapTrack
+
+    from pipeline.cellcycle.lap import SparseLapTrack
+
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 120, size=(300, 3))
+    coords = []
+    for _ in range(6):
+        pos = pos + rng.normal(0, 1.5, size=pos.shape)
+        split = rng.random(len(pos)) < 0.03
+        pos = np.concatenate([pos, pos[split] + rng.normal(0, 3, size=(int(split.sum()), 3))])
+        coords.append(pos[rng.random(len(pos)) > 0.05])  # missed detections: gaps to close
+    kw = dict(cutoff=100.0, gap_closing_cutoff=100.0, gap_closing_max_frame_count=2, splitting_cutoff=144.0)
+    want = LapTrack(**kw).predict(coords)
+    edges = {tuple(sorted(e)) for e in want.edges()}
+    assert edges == {tuple(sorted(e)) for e in SparseLapTrack(**kw).predict(coords).edges()}
+    fixed = sorted(e for e in edges if e[0][0] < 2)[:50]
+    want = {tuple(sorted(e)) for e in LapTrack(**kw).predict(coords, connected_edges=fixed).edges()}
+    assert want == {tuple(sorted(e)) for e in SparseLapTrack(**kw).predict(coords, connected_edges=fixed).edges()}

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.cellcycle import phase as ph
 from pipeline.cellcycle.depth import NO_CORRECTION, DepthFit, fit_depth
+from pipeline.cellcycle.overexposure import GlowFit, fit_glow
 from pipeline.config.cellcycle import CellcycleConfig
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class PhaseModel:
     n_nuclei: int = 0
     method: str = "gmm"
     notes: list[str] = field(default_factory=list)
+    glow: GlowFit | None = None
+    """Over-exposure of the nuclear stain (``None``: off, or no nuclear channel)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able description (stored with the tables)."""
@@ -86,13 +89,24 @@ class PhaseModel:
             "depth": {k: v.as_dict() for k, v in self.depth.items()},
             "thresholds": {k: {**v.as_dict(), "intensity": float(10**v.threshold)} for k, v in self.thresholds.items()},
             "dead_enabled": self.dead_enabled,
+            "overexposure": self.glow.as_dict() if self.glow is not None else None,
             "n_nuclei": self.n_nuclei,
             "notes": list(self.notes),
         }
 
+    def excess(self, table: pd.DataFrame) -> np.ndarray:
+        """log10 factor by which each nucleus is over-exposed (0 for most; see :mod:`~pipeline.cellcycle.overexposure`)."""
+        if self.glow is None:
+            return np.zeros(len(table))
+        x = ph.log_intensity(table[column(self.channels["nuclear"], self.statistic)].to_numpy(), self.floors["nuclear"])
+        return self.glow.excess(x, table["centroid_z"].to_numpy())
+
     def log_values(self, table: pd.DataFrame, role: str, *, depth: bool = True) -> np.ndarray:
-        """Floored log10 intensity of one role's channel, depth-corrected when ``depth``."""
+        """Floored log10 intensity of one role's channel, depth-corrected when ``depth``; the
+        reporters (``red``, ``green``) of over-exposed nuclei scaled back."""
         x = ph.log_intensity(table[column(self.channels[role], self.statistic)].to_numpy(), self.floors[role])
+        if role in ROLES and self.glow is not None:
+            x = x - self.excess(table)
         fit = self.depth.get(role, NO_CORRECTION) if depth else NO_CORRECTION
         return fit.correct(x, table["centroid_z"].to_numpy()) if fit is not NO_CORRECTION else x
 
@@ -146,10 +160,19 @@ def fit_phase_model(table: pd.DataFrame, config: CellcycleConfig) -> PhaseModel:
             model.notes.append(f"dead stain not bimodal (Ashman's D {separation:.2f} < {th.dead_separation}): no nucleus flagged dead")
         else:
             alive = x <= t.threshold
+    nuclear = column(config.channels.nuclear, th.statistic) if config.channels.nuclear else None
+    if th.overexposed_sigma is not None and nuclear in table:
+        values = table[nuclear].to_numpy()
+        model.channels["nuclear"] = config.channels.nuclear
+        model.floors["nuclear"] = th.floor or noise_floor(values[alive])
+        model.glow = fit_glow(ph.log_intensity(values[alive], model.floors["nuclear"]), z[alive], th.overexposed_sigma)
+    excess = model.excess(table)
+    if model.glow is not None:
+        LOG.info("%d nucleus/nuclei over-exposed (nuclear stain > %.1f robust spreads above the median)", int((excess > 0).sum()), th.overexposed_sigma)
     for role in ROLES:
         values = table[column(roles[role], th.statistic)].to_numpy()
-        model.floors[role] = th.floor or noise_floor(values[alive])
-        x = ph.log_intensity(values, model.floors[role])
+        model.floors[role] = th.floor or noise_floor(values[alive & (excess == 0)])
+        x = ph.log_intensity(values, model.floors[role]) - excess
         fn = _threshold_fn(config, role)
         if config.depth.enabled and not planar and th.method != "fixed":
             fit, t = fit_depth(x[alive], z[alive], fn, iterations=config.depth.iterations)
@@ -169,7 +192,7 @@ def fit_phase_model(table: pd.DataFrame, config: CellcycleConfig) -> PhaseModel:
 
 
 def apply_phase_model(table: pd.DataFrame, model: PhaseModel) -> pd.DataFrame:
-    """``table`` with ``phase``, ``confidence`` and ``dead`` (and the corrected log intensities
+    """``table`` with ``phase``, ``confidence``, ``dead`` and ``overexposed`` (and the corrected log intensities
     ``red_log`` / ``green_log`` the calls used, and ``p_red`` / ``p_green``, the posterior of
     each reporter's high state, which :mod:`pipeline.cellcycle.smooth` decodes along tracks) added."""
     out = table.copy()
@@ -182,6 +205,7 @@ def apply_phase_model(table: pd.DataFrame, model: PhaseModel) -> pd.DataFrame:
     out["green_log"] = green
     out["phase"] = phase
     out["confidence"] = confidence
+    out["overexposed"] = model.excess(out) > 0
     if model.dead_enabled:
         out["dead"] = model.log_values(out, "dead", depth=False) > model.thresholds["dead"].threshold
     else:

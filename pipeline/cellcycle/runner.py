@@ -42,7 +42,7 @@ from pipeline.config.cellcycle import CellcycleConfig, TrackConfig
 from pipeline.errors import ConfigError, StoreError
 from pipeline.io.location import Location
 from pipeline.io.plate import Field, Plate
-from pipeline.io.tables import read_table, write_table
+from pipeline.io.tables import read_table, table_attrs, write_table
 from pipeline.io.volumes import read_volume
 from pipeline.provenance import provenance, settings_signature
 from pipeline.stage import FieldWork, pending_volumes, refuse_other_settings, run_stage
@@ -243,30 +243,80 @@ def run_cellcycle(
     return summary
 
 
-def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Track the nuclei of every selected field; update ``tables/<table>`` and write ``tables/<tracks_table>``.
+def track_signature(config: TrackConfig) -> str:
+    """Short hash of every tracking setting (the tracks depend on all of them)."""
+    return settings_signature(config.model_dump(mode="json"))
+
+
+def _source_signature(attrs: dict[str, Any]) -> str:
+    """Identifies the cell-cycle output a field's tracks were made from (its record, less the tracking's)."""
+    record = {k: v for k, v in dict(attrs.get("spheroid", {})).items() if k != "track"}
+    return settings_signature(record)
+
+
+def _tracks_state(fld: Field, config: TrackConfig, signature: str, overwrite: bool) -> bool:
+    """Whether the field's tracks are complete and made with these settings from the current nucleus table.
+
+    Both tables carry the tracking record (``signature``, and ``source``: the nucleus table's
+    cell-cycle record they were made from); the field is done only when both agree with
+    this run. A nucleus table re-made by ``spheroid cellcycle`` has no tracking record, so
+    its field is tracked again.
 
     Raises
     ------
     StoreError
-        A field without the nucleus table (run ``spheroid cellcycle`` first) or with one time point.
+        No nucleus table, or tracks made from it with other settings (unless ``overwrite``).
+    """
+    url = fld.plate.location.url
+    nuclei = table_attrs(fld, config.table)
+    if nuclei is None:
+        raise StoreError(f"{url}: field {fld} has no table '{config.table}'; run `spheroid cellcycle` first")
+    done = dict(nuclei.get("spheroid", {})).get("track") or {}
+    source = _source_signature(nuclei)
+    if done.get("source") == source:
+        refuse_other_settings(f"{url}: field {fld} table '{config.table}' (tracks)", done.get("signature"), signature, overwrite)
+    if overwrite or done.get("signature") != signature or done.get("source") != source:
+        return False
+    tracks = table_attrs(fld, config.tracks_table) or {}
+    record = dict(tracks.get("spheroid", {}))
+    return record.get("signature") == signature and record.get("source") == source
+
+
+def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Track the nuclei of every selected field; update ``tables/<table>`` and write ``tables/<tracks_table>``.
+
+    Fields whose tracks are complete, made with the same settings from the current nucleus
+    table, are skipped (an interrupted run resumes); tracks made with other settings are
+    refused unless ``overwrite``.
+
+    Raises
+    ------
+    StoreError
+        A field without the nucleus table (run ``spheroid cellcycle`` first), with one time
+        point, or tracked before with other settings (without ``overwrite``).
     """
     from pipeline.progress import progress_bar
 
     url = plate.location.url
+    signature = track_signature(config)
     plans = []
+    skipped = []
     for fld in plate.select(fields):
-        try:
-            table = read_table(fld, config.table)
-        except StoreError:
-            raise StoreError(f"{url}: field {fld} has no table '{config.table}'; run `spheroid cellcycle` first") from None
+        if _tracks_state(fld, config, signature, overwrite):
+            skipped.append(str(fld))
+            continue
+        table = read_table(fld, config.table)
         n_t = fld.image().shape[0] if fld.has_image() else int(table["t"].max()) + 1
         if n_t < 2:
             raise StoreError(f"{url}: field {fld} has {n_t} time point; tracking needs at least 2")
         plans.append((fld, table, n_t))
+    if skipped:
+        LOG.info("tracks complete with these settings in %d field(s), skipped: %s", len(skipped), ", ".join(skipped))
     start = time.perf_counter()
-    summary = {"fields": [], "nuclei": 0, "tracks": 0, "divisions": 0}
+    summary = {"fields": [], "skipped": skipped, "nuclei": 0, "tracks": 0, "divisions": 0}
     for fld, table, n_t in progress_bar(plans, desc=TRACK_STAGE, unit="field", disable=not progress, leave=False):
+        source = _source_signature(table.attrs)
+        cellcycle_record = {k: v for k, v in dict(table.attrs.get("spheroid", {})).items() if k != "track"}
         table = table.drop(columns=[c for c in ("track_id", "parent_track_id") if c in table])
         table = table.sort_values(["t", "label"]).reset_index(drop=True)
         groups = dict(tuple(table.groupby("t", sort=True)))
@@ -283,15 +333,17 @@ def run_track(plate: Plate, config: TrackConfig, *, fields: Sequence[str] | None
         meta = fld.meta() if fld.has_image() else None
         phase = "phase_track" if "phase_track" in out else "phase"
         tracks = track_summary(out, time_step_s=(meta.time_step if meta and meta.time_step else 1800.0), n_timepoints=n_t, phase=phase)
-        record = provenance(TRACK_STAGE, config, field=str(fld))
-        out.attrs["spheroid"] = {**dict(table.attrs.get("spheroid", {})), "track": record}
+        record = provenance(TRACK_STAGE, config, field=str(fld), signature=signature, source=source)
+        out.attrs["spheroid"] = {**cellcycle_record, "track": record}
         tracks.attrs["spheroid"] = record
-        write_table(fld, config.table, out)
+        # the tracks table first: the nucleus table's record is what marks the field done
         write_table(fld, config.tracks_table, tracks)
+        write_table(fld, config.table, out)
         summary["fields"].append(str(fld))
         summary["nuclei"] += len(out)
         summary["tracks"] += len(tracks)
         summary["divisions"] += int(tracks["divides"].sum())
-    plate.record(TRACK_STAGE, provenance(TRACK_STAGE, config, fields=summary["fields"]))
+    if summary["fields"]:
+        plate.record(TRACK_STAGE, provenance(TRACK_STAGE, config, fields=summary["fields"], signature=signature))
     summary["seconds"] = time.perf_counter() - start
     return summary

@@ -69,11 +69,12 @@ def _as_frame(table: pd.DataFrame) -> _Frame:
 
 
 def make_tracker(config: TrackConfig):
-    """The :class:`laptrack.LapTrack` the settings describe."""
-    from laptrack import LapTrack
+    """The :class:`laptrack.LapTrack` the settings describe (its gap-closing candidates found
+    by a k-d tree: :class:`pipeline.cellcycle.lap.SparseLapTrack`, the same links)."""
+    from pipeline.cellcycle.lap import SparseLapTrack
 
     gap = config.gap_distance_um or config.max_distance_um
-    return LapTrack(
+    return SparseLapTrack(
         cutoff=config.max_distance_um**2,
         gap_closing_cutoff=gap**2 if config.gap_frames > 0 else False,
         gap_closing_max_frame_count=max(1, config.gap_frames),

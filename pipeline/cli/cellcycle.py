@@ -97,15 +97,18 @@ def cellcycle(target, config, labels_path, channels, out, voxel_size, fields, pa
 @voxel_option
 @field_option
 @slice_option
+@overwrite_option
 @storage_option
-def track(target, config, out, voxel_size, fields, part, storage_options):
+def track(target, config, out, voxel_size, fields, part, overwrite, storage_options):
     """Link nuclei over time (divisions, gaps, appearances) and write track ids.
 
     STORE form: `spheroid track STORE` reads each field's tables/nuclei.parquet (from
     `spheroid cellcycle`), writes track_id / parent_track_id into it and one row per track
     (phase sequence, hours per phase) to tables/tracks.parquet. One-off form:
     `spheroid track labels.tif --voxel-size Z Y X --out tracks.csv` on a TZYX (or TYX)
-    label time series whose ids need not agree between frames.
+    label time series whose ids need not agree between frames. Fields already tracked with
+    the same settings are skipped (an interrupted run resumes); other settings are refused
+    unless --overwrite.
     """
     if out is not None:
         from pipeline.cellcycle.files import track_file
@@ -121,5 +124,9 @@ def track(target, config, out, voxel_size, fields, part, storage_options):
     selected = fields_for(plate, fields, part)
     if selected == []:
         return
-    summary = run_track(plate, config, fields=selected, progress=not progress_disabled())
-    click.echo(f"tracked {len(summary['fields'])} field(s): {summary['nuclei']} nuclei in {summary['tracks']} tracks, {summary['divisions']} divisions ({summary['seconds']:.1f} s)")
+    summary = run_track(plate, config, fields=selected, overwrite=overwrite, progress=not progress_disabled())
+    done = f", {len(summary['skipped'])} already done" if summary["skipped"] else ""
+    click.echo(
+        f"tracked {len(summary['fields'])} field(s){done}: {summary['nuclei']} nuclei in {summary['tracks']} tracks, "
+        f"{summary['divisions']} divisions ({summary['seconds']:.1f} s)"
+    )

@@ -288,7 +288,7 @@ def _cellcycle(plan, client, *, overwrite, progress):
 def _track(plan, client, *, overwrite, progress):
     from pipeline.cellcycle.runner import run_track
 
-    out = run_track(_plate(plan), plan.config.stage_config("track"), progress=progress)
+    out = run_track(_plate(plan), plan.config.stage_config("track"), overwrite=overwrite, progress=progress)
     return {**out, "volumes_done": sum(f.shape[0] for f in plan.fields)}
 
 

@@ -56,6 +56,31 @@ def read_table(field: Field, name: str) -> pd.DataFrame:
         raise StoreError(f"{field.table_url(name)}: cannot read table ({exc})") from exc
 
 
+def table_attrs(field: Field, name: str) -> dict | None:
+    """The ``attrs`` stored with ``tables/<name>.parquet`` (its provenance), read from the
+    Parquet footer without the rows; ``None`` when the table does not exist.
+
+    Raises
+    ------
+    StoreError
+        If the table exists but its footer cannot be read.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
+    fs, path = _fs_path(field, name)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])
+    if not fs.exists(path):
+        return None
+    try:
+        with fs.open(path, "rb") as fh:
+            meta = pq.read_schema(fh).metadata or {}
+        return json.loads(meta[b"PANDAS_ATTRS"]) if b"PANDAS_ATTRS" in meta else {}
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+        raise StoreError(f"{field.table_url(name)}: cannot read table ({exc})") from exc
+
+
 def list_tables(field: Field) -> list[str]:
     """Names of the tables of ``field``."""
     fs, path = _fs_path(field, "x")
