@@ -215,8 +215,12 @@ def test_default_item_ids_are_meaningful_and_unique(tmp_path, rng):
     res = run("groundtruth", "--labels", tmp_path / "1135_mini_label.tif", "--out", tmp_path / "gt", "--add-to", ts, "--image", tmp_path / "1135_mini_raw.tif")
     assert res.exit_code == 0, res.output
     assert TrainingSet.open(ts).ids() == ["B2-image", "B3-image", "1135_mini"]
-    # the same volume again is refused under its id, not stored twice under a new one
+    # the same command again (a rerun of a script) keeps the item; the same volume with other
+    # settings is refused under its id, never stored twice under a new one
+    manifest = (ts / "manifest.json").read_text()
     res = run("trainset", "add", ts, "--image", tmp_path / "B2" / "image.tif", "--labels", tmp_path / "B2" / "masks.tif", "--source", "cellpose")
+    assert res.exit_code == 0 and "added B2-image" in res.output and (ts / "manifest.json").read_text() == manifest
+    res = run("trainset", "add", ts, "--image", tmp_path / "B2" / "image.tif", "--labels", tmp_path / "B2" / "masks.tif", "--source", "cellpose", "--split", "val")
     assert res.exit_code == 1 and "B2-image" in res.output and "--replace" in res.output
     # another volume whose names give a taken id gets a free one
     (tmp_path / "again" / "B2").mkdir(parents=True)

@@ -187,6 +187,10 @@ def add_files_to_trainset(
     ids = [item_id] if masks.shape[0] == 1 else [f"{item_id}-t{t}" for t in range(masks.shape[0])]
     taken = [i for i in ids if i in trainset]
     if taken and not replace:
+        wanted = {"split": split, "source": source, "channel": channel, "voxel_size": [float(v) for v in voxel]}
+        if len(taken) == len(ids) and all(_same_item(trainset.get(i), origin, t, config, wanted) for t, i in enumerate(ids)):
+            LOG.info("%s: %s already in the training set (same files, settings and split): kept", trainset.root, ", ".join(ids))
+            return [trainset.get(i) for i in ids]  # a rerun of the same command: nothing to do
         raise InputError(f"{trainset.root}: item(s) {', '.join(taken)} already exist; pass --replace to overwrite")
     entries = []
     for t in range(masks.shape[0]):
@@ -196,6 +200,17 @@ def add_files_to_trainset(
             trainset.add(image[t], instances[t], semantic[t], id=this_id, voxel_size=voxel, channel=channel, source=source, split=split, provenance=record, replace=replace)
         )
     return entries
+
+
+def _same_item(item: dict[str, Any], origin: dict[str, Any], t: int, config: GroundTruthConfig, wanted: dict[str, Any]) -> bool:
+    """Whether a stored item was made from the same files (by content), time point, target settings and split."""
+    record = item.get("provenance") or {}
+    found = record.get("origin") or {}
+    return (
+        found.get("image_sha256") == origin["image_sha256"] and found.get("labels_sha256") == origin["labels_sha256"]
+        and found.get("t") == t and record.get("config") == config.target.model_dump(mode="json")
+        and all(item.get(k) == v for k, v in wanted.items())
+    )
 
 
 def _clean_id(text: str) -> str:
