@@ -36,6 +36,12 @@ def test_script_names_every_step():
     for step in ("spheroid groundtruth", "spheroid trainset", "spheroid train -c configs/train-unet-cpu.yaml", "--init-from", "spheroid segment", "spheroid evaluate"):
         assert step in script
     assert (REPO / "configs" / "train-unet-cpu.yaml").is_file()
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import cli
+
+    helped = CliRunner().invoke(cli, ["train", "--help"]).output  # --help alone leads there too
+    assert "configs/train-unet-cpu.yaml" in helped and "spheroid trainset add" in helped
 
 
 def test_readme_training_script_runs_as_written(shared_data, tmp_path):

@@ -44,6 +44,11 @@ def train(
 ) -> None:
     """Train a segmentation model on a training set: the 3D U-Net, or StarDist / Cellpose (`backend:`).
 
+    On a laptop's CPU: -c configs/train-unet-cpu.yaml (a small U-Net, minutes; the README's
+    "Train your own model"). Without -c the defaults are the thesis' large network, for a GPU.
+    The voxel size is the training set's unless --voxel-size (or --init-from's model) sets it.
+    A training set comes from `spheroid trainset add` or `spheroid groundtruth --add-to`.
+
     Writes OUT/model/ (weights + model.json: the model to segment with, and MODEL.md: the
     same in plain words) and OUT/metrics.csv;
     the U-Net also OUT/checkpoint.pt and OUT/learning_curve.png, and SIGTERM or SIGUSR1
