@@ -40,7 +40,7 @@ def test_script_names_every_step():
 
     from pipeline.cli.main import cli
 
-    helped = CliRunner().invoke(cli, ["train", "--help"]).output  # --help alone leads there too
+    helped = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())  # --help alone leads there too
     assert "configs/train-unet-cpu.yaml" in helped and "spheroid trainset add" in helped
 
 
