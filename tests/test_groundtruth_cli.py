@@ -196,3 +196,46 @@ def test_groundtruth_interrupted_between_its_files_is_redone(tmp_path, rng):
     assert res.exit_code == 0, res.output
     for name in ("semantic.tif", "instances.tif"):
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "gt" / name), tifffile.imread(tmp_path / "ref" / name))
+
+
+def test_default_item_ids_are_meaningful_and_unique(tmp_path, rng):
+    """Ids say which volume an item is (not the labels' name alone) and never collide."""
+    lab = _masks(rng)
+    image = rng.integers(0, 4000, lab.shape, dtype=np.uint16)
+    for well in ("B2", "B3"):
+        (tmp_path / well).mkdir()
+        _write(tmp_path / well / "masks.tif", lab)
+        _write(tmp_path / well / "image.tif", image if well == "B2" else image[:, ::-1].copy())
+    _write(tmp_path / "1135_mini_label.tif", lab)
+    _write(tmp_path / "1135_mini_raw.tif", image)
+    ts = tmp_path / "ts"
+    for well in ("B2", "B3"):
+        res = run("trainset", "add", ts, "--image", tmp_path / well / "image.tif", "--labels", tmp_path / well / "masks.tif", "--source", "cellpose")
+        assert res.exit_code == 0, res.output
+    res = run("groundtruth", "--labels", tmp_path / "1135_mini_label.tif", "--out", tmp_path / "gt", "--add-to", ts, "--image", tmp_path / "1135_mini_raw.tif")
+    assert res.exit_code == 0, res.output
+    assert TrainingSet.open(ts).ids() == ["B2-image", "B3-image", "1135_mini"]
+    # the same command again (a rerun of a script) keeps the item; the same volume with other
+    # settings is refused under its id, never stored twice under a new one
+    manifest = (ts / "manifest.json").read_text()
+    res = run("trainset", "add", ts, "--image", tmp_path / "B2" / "image.tif", "--labels", tmp_path / "B2" / "masks.tif", "--source", "cellpose")
+    assert res.exit_code == 0 and "added B2-image" in res.output and (ts / "manifest.json").read_text() == manifest
+    res = run("trainset", "add", ts, "--image", tmp_path / "B2" / "image.tif", "--labels", tmp_path / "B2" / "masks.tif", "--source", "cellpose", "--split", "val")
+    assert res.exit_code == 1 and "B2-image" in res.output and "--replace" in res.output
+    # another volume whose names give a taken id gets a free one
+    (tmp_path / "again" / "B2").mkdir(parents=True)
+    _write(tmp_path / "again" / "B2" / "masks.tif", lab[:, :, ::-1].copy())
+    _write(tmp_path / "again" / "B2" / "image.tif", image)
+    res = run("trainset", "add", ts, "--image", tmp_path / "again" / "B2" / "image.tif", "--labels", tmp_path / "again" / "B2" / "masks.tif", "--source", "cellpose")
+    assert res.exit_code == 0, res.output
+    assert TrainingSet.open(ts).ids()[-1] == "B2-image-2"
+
+
+def test_train_on_a_groundtruth_folder_names_the_next_command(tmp_path, rng):
+    _write(tmp_path / "masks.tif", _masks(rng))
+    assert run("groundtruth", "--labels", tmp_path / "masks.tif", "--out", tmp_path / "gt").exit_code == 0
+    res = run("train", "--trainset", tmp_path / "gt", "--out", tmp_path / "run", "--max-steps", "1")
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert "not a training set" in res.output and "spheroid groundtruth" in res.output
+    assert "spheroid trainset add" in res.output and str(tmp_path / "gt" / "instances.tif") in res.output
+    assert not (tmp_path / "run").exists()

@@ -76,7 +76,7 @@ def test_segment_writes_labels_and_resumes(tmp_path, rng, tiny_model, dask_clien
 
 def test_segment_rejects_missing_channel_and_resamples_other_voxel_sizes(tmp_path, rng, tiny_model, dask_client):
     plate = _plate(tmp_path, rng, channels=("DAPI", "Cy3"))
-    with pytest.raises(InputError, match=r"no channel 'Hoechst' \(channels: DAPI, Cy3\); pick the nuclear channel with --channel"):
+    with pytest.raises(InputError, match=r"no channel 'Hoechst' \(channels: DAPI, Cy3\); pass --channel NAME or INDEX for the nuclear channel"):
         run_segment(plate, SegmentConfig(model=str(tiny_model)), progress=False)
     with pytest.raises(InputError, match=r"channel index 2 out of range: the data has 2 channel\(s\) \(DAPI, Cy3\)"):
         run_segment(plate, SegmentConfig(model=str(tiny_model), channel=2), progress=False)

@@ -82,7 +82,7 @@ def test_channel_combination_and_plan(spheroid):
     assert resolve_channels(["Hoechst", 2], ["Hoechst", "Cy3", "GFP"], 3, source="x") == [0, 2]
     with pytest.raises(InputError, match=r"channel index 3 out of range: the data has 3 channel\(s\) \(Hoechst, Cy3, GFP\)"):
         resolve_channels(3, ["Hoechst", "Cy3", "GFP"], 3, source="x")
-    with pytest.raises(InputError, match=r"x: no channel 'DAPI' \(channels: c0, c1\); pick the nuclear channel"):
+    with pytest.raises(InputError, match=r"x: no channel 'DAPI' \(channels: c0, c1\); pass --channel NAME or INDEX for the nuclear channel"):
         resolve_channels("DAPI", None, 2, source="x")
     plan = plan_input([images[0], images[2]], low=1, high=99.8, combine="sum")
     combined = plan.apply([images[0], images[2]])

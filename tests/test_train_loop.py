@@ -198,6 +198,8 @@ def test_cli_train(trainset, tmp_path):
     assert "trained 3 steps" in result.output and (out / "model" / "model.json").is_file()
     card = json.loads((out / "model" / "model.json").read_text())
     assert card["training"]["steps"] == 3 and "--max-steps 3" in card["command"]
+    text = (out / "model" / "MODEL.md").read_text()  # the card in plain words, beside model.json
+    assert text.startswith(f"# {card['name']}") and "## Where it is known to fail" in text and "--max-steps 3" in text
     # errors are one line naming the problem
     result = CliRunner().invoke(cli, ["train", "-c", str(path), "--out", str(out)], obj={})
     assert result.exit_code == 1 and "error: trainset: no training set given" in result.output
@@ -224,5 +226,27 @@ def test_heldout_evaluation(trainset, tmp_path):
     assert "val synthetic: F1 background" in run.output and "instances F1@0.5" in run.output
     card = load_card(result.model_dir)
     assert card.metrics["heldout"]["items"] == {"synthetic": ["s3"]} and "f1_nucleus" in card.metrics["heldout"]["metrics"]["synthetic"]
+    assert "Held-out synthetic (split `val`" in (result.model_dir / "MODEL.md").read_text()  # rewritten with the card
     run = CliRunner().invoke(cli, ["test-model", str(result.model_dir), "--trainset", str(trainset)], obj={})
     assert run.exit_code == 1 and "no 'test' items" in run.output
+
+
+def test_cli_voxel_size_from_the_trainset_unless_given(trainset, tmp_path):
+    """No voxel size in the config: the training set's; --voxel-size: that one (items resampled to it)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import cli
+
+    cfg = tiny_config(trainset, tmp_path / "ignored", validation={"every": 100, "tune_labeling": False}).model_dump(mode="json")
+    assert cfg.pop("voxel_size") is None
+    path = tmp_path / "train.yaml"
+    path.write_text("# model: pipeline.config.train:TrainConfig\n" + yaml.safe_dump({k: v for k, v in cfg.items() if k != "trainset"}))
+    base = ["-q", "train", "-c", str(path), "--trainset", str(trainset), "--max-steps", "1"]
+    assert CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert json.loads((tmp_path / "a" / "model" / "model.json").read_text())["voxel_size"] == list(VOXEL)
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b"), "--voxel-size", "5", "0.62", "0.62"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "b" / "model" / "model.json").read_text())
+    assert card["voxel_size"] == [5.0, 0.62, 0.62]
+    assert {tuple(i["shape"]) for i in card["training"]["items"]} == {(8, 80, 80)}  # resampled to the finer voxels

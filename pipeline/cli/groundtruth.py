@@ -16,7 +16,7 @@ LOG = logging.getLogger(__name__)
 _SOURCES = ("cellpose", "hand-corrected", "synthetic")
 _SPLITS = click.Choice(["train", "val", "test"])
 
-item_id_option = click.option("--id", "item_id", default=None, help="Item id in the training set (default: derived from the file name).")
+item_id_option = click.option("--id", "item_id", default=None, help="Item id in the training set (default: what the image and label file names share, else the image's name; made unique in the set).")
 split_option = click.option("--split", type=_SPLITS, default=None, help="Training-set split (default: train).")
 replace_option = click.option("--replace", is_flag=True, help="Replace training-set items with the same id.")
 voxel_option = click.option("--voxel-size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="Z Y X", help="Voxel size in um when the TIFF does not state it.")
@@ -61,7 +61,7 @@ def groundtruth(labels, out, config, overwrite, add_to, image, source, channel, 
     entries = []
     if add_to is not None:  # checks image, ids and voxel size before anything is written
         entries = add_files_to_trainset(
-            add_to, image, labels, config, item_id=item_id or labels.stem, source=source, split=split or "train",
+            add_to, image, labels, config, item_id=item_id, source=source, split=split or "train",
             channel=channel, voxel_size=voxel_size, replace=replace, progress=not progress_disabled(),
         )
     report = groundtruth_files(labels, out, config, overwrite=overwrite, progress=not progress_disabled())
@@ -176,7 +176,7 @@ def trainset_add(path, image, labels, source, channel, config, item_id, split, r
     from pipeline.groundtruth.files import add_files_to_trainset
 
     entries = add_files_to_trainset(
-        path, image, labels, config, item_id=item_id or Path(labels).stem, source=source, split=split or "train",
+        path, image, labels, config, item_id=item_id, source=source, split=split or "train",
         channel=channel, voxel_size=voxel_size, replace=replace, progress=not progress_disabled(),
     )
     click.echo(f"added {', '.join(e['id'] for e in entries)} to {path}")

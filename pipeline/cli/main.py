@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "preview": "pipeline.cli.preprocess:preview",
     "train": "pipeline.cli.train:train",
     "test-model": "pipeline.cli.train:test_model",
+    "model-card": "pipeline.cli.train:model_card",
     "cellcycle": "pipeline.cli.cellcycle:cellcycle",
     "track": "pipeline.cli.cellcycle:track",
     "run": "pipeline.cli.run:run",

@@ -44,7 +44,13 @@ def train(
 ) -> None:
     """Train a segmentation model on a training set: the 3D U-Net, or StarDist / Cellpose (`backend:`).
 
-    Writes OUT/model/ (weights + model.json: the model to segment with) and OUT/metrics.csv;
+    On a laptop's CPU: -c configs/train-unet-cpu.yaml (a small U-Net, minutes; the README's
+    "Train your own model"). Without -c the defaults are the thesis' large network, for a GPU.
+    The voxel size is the training set's unless --voxel-size (or --init-from's model) sets it.
+    A training set comes from `spheroid trainset add` or `spheroid groundtruth --add-to`.
+
+    Writes OUT/model/ (weights + model.json: the model to segment with, and MODEL.md: the
+    same in plain words) and OUT/metrics.csv;
     the U-Net also OUT/checkpoint.pt and OUT/learning_curve.png, and SIGTERM or SIGUSR1
     saves its checkpoint and exits with status 75; the same command resumes.
     """
@@ -94,13 +100,27 @@ def test_model(model: Path, trainset: Path, split: str, device: str, update_card
 
     result = evaluate_model(model, trainset, split=split, device=device)
     if update_card:
-        record_in_card(model, result)
+        record_in_card(model, result)  # and rewrites MODEL.md
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     for name, m in result["metrics"].items():
         pixels = f"F1 background {m['f1_background']:.3f}, edge {m['f1_edge']:.3f}, nucleus {m['f1_nucleus']:.3f}; " if "f1_edge" in m else ""
         click.echo(f"{split} {name}: {pixels}instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)")
+
+
+@click.command("model-card")
+@click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def model_card(model: Path) -> None:
+    """Write MODEL/MODEL.md: the model card (model.json) in plain words, for any backend.
+
+    What it was trained on, at what voxel size and nucleus size, its validation and held-out
+    figures with the number of nuclei behind them, where it is known to fail. `spheroid train`
+    and `spheroid test-model --update-card` write it themselves; this rewrites it.
+    """
+    from pipeline.train.modelcard import write_model_md
+
+    click.echo(f"wrote {write_model_md(model)}")
 
 
 def _command_line(config: TrainConfig) -> str:

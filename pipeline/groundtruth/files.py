@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +154,7 @@ def add_files_to_trainset(
     labels_path: str | Path,
     config: GroundTruthConfig,
     *,
-    item_id: str,
+    item_id: str | None = None,
     source: str,
     split: str,
     channel: str,
@@ -162,9 +164,11 @@ def add_files_to_trainset(
 ) -> list[dict[str, Any]]:
     """Prepare a mask TIFF and add it with its image to a training set (one item per ``t``).
 
-    A TZYX series gives items ``<id>-t<t>``. The voxel size comes from ``voxel_size``,
-    else the image's, else the masks' TIFF metadata. A ``trainset`` given as a path is
-    opened (or created) only once the inputs have been checked.
+    A TZYX series gives items ``<id>-t<t>``. Without ``item_id`` the id comes from the file
+    names (:func:`default_item_id`) and is made unique in the set (another image already
+    holding it moves it to ``<folder>-<id>``, then ``<id>-2``...). The voxel size comes from
+    ``voxel_size``, else the image's, else the masks' TIFF metadata. A ``trainset`` given as a
+    path is opened (or created) only once the inputs have been checked.
     """
     image_path, labels_path = Path(image_path), Path(labels_path)
     masks, mask_voxel = read_masks(labels_path)
@@ -175,14 +179,20 @@ def add_files_to_trainset(
     voxel = voxel_size or image_voxel or mask_voxel
     if voxel is None:
         raise InputError(f"{image_path}: no voxel size in the TIFF metadata; pass --voxel-size Z Y X")
-    ids = [item_id] if masks.shape[0] == 1 else [f"{item_id}-t{t}" for t in range(masks.shape[0])]
     semantic, instances, stats = prepare_volumes(masks, config, name=str(labels_path), progress=progress)
     trainset = TrainingSet.resolve(trainset)
+    origin = {"image": str(image_path.resolve()), "labels": str(labels_path.resolve()), "image_sha256": file_sha256(image_path), "labels_sha256": file_sha256(labels_path)}
+    if item_id is None:
+        item_id = unique_item_id(trainset, image_path, labels_path, origin, n_times=masks.shape[0])
+    ids = [item_id] if masks.shape[0] == 1 else [f"{item_id}-t{t}" for t in range(masks.shape[0])]
     taken = [i for i in ids if i in trainset]
     if taken and not replace:
+        wanted = {"split": split, "source": source, "channel": channel, "voxel_size": [float(v) for v in voxel]}
+        if len(taken) == len(ids) and all(_same_item(trainset.get(i), origin, t, config, wanted) for t, i in enumerate(ids)):
+            LOG.info("%s: %s already in the training set (same files, settings and split): kept", trainset.root, ", ".join(ids))
+            return [trainset.get(i) for i in ids]  # a rerun of the same command: nothing to do
         raise InputError(f"{trainset.root}: item(s) {', '.join(taken)} already exist; pass --replace to overwrite")
     entries = []
-    origin = {"image": str(image_path.resolve()), "labels": str(labels_path.resolve()), "image_sha256": file_sha256(image_path), "labels_sha256": file_sha256(labels_path)}
     for t in range(masks.shape[0]):
         this_id = ids[t]
         record = provenance("trainset-add", config.target, origin={**origin, "t": t}, tool="spheroid", summary=stats[t])
@@ -190,3 +200,70 @@ def add_files_to_trainset(
             trainset.add(image[t], instances[t], semantic[t], id=this_id, voxel_size=voxel, channel=channel, source=source, split=split, provenance=record, replace=replace)
         )
     return entries
+
+
+def _same_item(item: dict[str, Any], origin: dict[str, Any], t: int, config: GroundTruthConfig, wanted: dict[str, Any]) -> bool:
+    """Whether a stored item was made from the same files (by content), time point, target settings and split."""
+    record = item.get("provenance") or {}
+    found = record.get("origin") or {}
+    return (
+        found.get("image_sha256") == origin["image_sha256"] and found.get("labels_sha256") == origin["labels_sha256"]
+        and found.get("t") == t and record.get("config") == config.target.model_dump(mode="json")
+        and all(item.get(k) == v for k, v in wanted.items())
+    )
+
+
+def _clean_id(text: str) -> str:
+    """``text`` with every character an item id may not hold replaced by ``_``."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return text[:100]
+
+
+def default_item_id(image_path: str | Path, labels_path: str | Path) -> str:
+    """A training-set item id that says which volume it is, from its two file names.
+
+    What the image's and the labels' names share (``1135_mini_raw.tif`` and
+    ``1135_mini_label.tif`` give ``1135_mini``), else the image's name; when the image's
+    name alone is generic (it is the labels' too, or a few characters such as ``raw``),
+    its folder's name goes in front (``well_B2/image.tif`` gives ``well_B2-image``).
+
+    Examples
+    --------
+    >>> default_item_id("data/1135_mini_raw.tif", "data/1135_mini_label.tif")
+    '1135_mini'
+    >>> default_item_id("B2/image.tif", "B2/masks.tif")
+    'B2-image'
+    """
+    image, labels = Path(image_path), Path(labels_path)
+    shared = _clean_id(os.path.commonprefix([image.stem, labels.stem]))
+    name = shared if len(shared) >= 3 else _clean_id(image.stem)
+    folder = _clean_id(image.resolve().parent.name)
+    if folder and (len(name) < 6 or image.stem == labels.stem):
+        name = f"{folder}-{name}" if name else folder
+    return name or "item"
+
+
+def unique_item_id(trainset: TrainingSet, image_path: Path, labels_path: Path, origin: dict[str, Any], *, n_times: int = 1) -> str:
+    """:func:`default_item_id`, made unique in ``trainset``.
+
+    An id held by an item of the same image and labels (by content) is kept: adding the same
+    volume twice is then refused (``--replace``), not stored twice under two ids.
+    """
+    def ids(base: str) -> list[str]:
+        return [base] if n_times == 1 else [f"{base}-t{t}" for t in range(n_times)]
+
+    def same_volume(item_id: str) -> bool:
+        found = (trainset.get(item_id).get("provenance") or {}).get("origin") or {}
+        return found.get("image_sha256") == origin["image_sha256"] and found.get("labels_sha256") == origin["labels_sha256"]
+
+    base = default_item_id(image_path, labels_path)
+    folder = _clean_id(Path(image_path).resolve().parent.name)
+    candidates = [base] + ([f"{folder}-{base}"] if folder and not base.startswith(f"{folder}-") else [])
+    candidates += [f"{candidates[-1]}-{k}" for k in range(2, 1000)]
+    for candidate in candidates:
+        taken = [i for i in ids(candidate) if i in trainset]
+        if not taken or all(same_volume(i) for i in taken):
+            if candidate != base:
+                LOG.info("%s: item id %r is taken by another volume; using %r", trainset.root, base, candidate)
+            return candidate
+    raise InputError(f"{trainset.root}: no free item id for {image_path}; pass --id")

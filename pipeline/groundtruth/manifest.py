@@ -21,7 +21,7 @@ MANIFEST = "manifest.json"
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest at ``path``; an :class:`~pipeline.errors.InputError` naming it if it is missing or not ours."""
     if not path.is_file():
-        raise InputError(f"{path.parent}: not a training set (no {MANIFEST})")
+        raise InputError(f"{path.parent}: not a training set (no {MANIFEST}){_next_step(path.parent)}")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -29,6 +29,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("version") != VERSION or not isinstance(manifest.get("items"), list):
         raise InputError(f"{path}: not a version-{VERSION} training-set manifest")
     return manifest
+
+
+def _next_step(folder: Path) -> str:
+    """A hint when ``folder`` holds what another command writes (a ``spheroid groundtruth`` output)."""
+    if (folder / "groundtruth.json").is_file():
+        return (
+            f"; it holds the output of 'spheroid groundtruth'. Make a training set of image + labels with "
+            f"'spheroid trainset add TRAINSET --image IMAGE.tif --labels {folder / 'instances.tif'} --source SOURCE' "
+            "(or 'spheroid groundtruth ... --add-to TRAINSET --image IMAGE.tif') and train on TRAINSET"
+        )
+    if folder.is_dir() and any(folder.glob("*.tif")):
+        return "; make one from image and label TIFFs with 'spheroid trainset add TRAINSET --image IMAGE.tif --labels LABELS.tif --source SOURCE'"
+    return ""
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

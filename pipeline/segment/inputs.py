@@ -104,13 +104,23 @@ def resolve_channels(
         elif item in known:
             out.append(known.index(item))
         else:
-            raise InputError(
-                f"{source}: no channel {item!r} (channels: {', '.join(known)}); pick the nuclear channel with "
-                f"--channel NAME or INDEX{feeds}, or name the channels at convert time (--channels)"
-            )
+            raise InputError(f"{source}: no channel {item!r} (channels: {', '.join(known)}); {_what_to_do(item, known, feeds)}")
     if len(set(out)) != len(out):
         raise InputError(f"{source}: a channel is named twice in {items}")
     return out
+
+
+def _what_to_do(wanted: str, known: Sequence[str], feeds: str) -> str:
+    """The two ways out when a channel name is missing: map one at segment time, or name them at convert time."""
+    if len(known) == 1:
+        return (
+            f"pass --channel {known[0]} to segment it{feeds}, or convert again with "
+            f"--channels {wanted} to name it (spheroid convert RAW --out STORE --channels {wanted} --overwrite)"
+        )
+    return (
+        f"pass --channel NAME or INDEX for the nuclear channel{feeds}, or convert again with --channels "
+        f"naming the {len(known)} channels in store order (e.g. --channels Hoechst,Cy3,GFP)"
+    )
 
 
 def data_voxel_size(configured: Sequence[float] | None, stated: Sequence[float | None] | None, *, source: str) -> tuple[float, float, float]:

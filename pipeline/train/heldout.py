@@ -112,7 +112,7 @@ def evaluate_model(
 
 
 def record_in_card(model_dir: str | Path, result: dict[str, Any]) -> None:
-    """Store a held-out result (main metrics only) under ``metrics.heldout`` of the model card."""
+    """Store a held-out result (main metrics only) under ``metrics.heldout`` of the model card (and rewrite ``MODEL.md``)."""
     from pipeline.segment.card import validate_card
 
     backend = card_backend(model_dir)
@@ -126,6 +126,9 @@ def record_in_card(model_dir: str | Path, result: dict[str, Any]) -> None:
     data["metrics"] = {**data.get("metrics", {}), "heldout": slim}
     card = validate_card(card_classes()[backend], model_dir)
     write_card_json(card.model_copy(update={"metrics": data["metrics"]}), model_dir)
+    from pipeline.train.modelcard import write_model_md
+
+    write_model_md(model_dir)
 
 
 def card_classes() -> dict[str, type]:

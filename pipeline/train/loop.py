@@ -401,7 +401,10 @@ def _run(
             # the final card (time, final metrics) beside the best weights
             write_card(make_card(config, voxel_size, summary, state, device), out / MODEL_DIR)
     write_csv(state["history"], out / "metrics.csv")
-    plot_learning_curve(state["history"], out / "learning_curve.png", metric=metric)
+    plot_learning_curve(
+        state["history"], out / "learning_curve.png", metric=metric, best_step=state["best_step"] if val_vols else None,
+        title=f"{config.name}: learning curve ({state['step']} steps)",
+    )
     if interrupted:
         LOG.warning("interrupted at step %d; checkpoint saved to %s: run the same command again to resume", state["step"], ckpt_path)
     elif stopped_early:
