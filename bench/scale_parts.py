@@ -67,7 +67,7 @@ def classify_cost(store: Path, rows: int) -> dict[str, float]:
     what ``spheroid cellcycle`` does on its client: the phase model fitted over all of them and
     applied. Seconds of each and the table's memory."""
     from pipeline.cellcycle.model import apply_phase_model, fit_phase_model
-    from pipeline.cellcycle.runner import read_parts
+    from pipeline.io.tables import read_parts
     from pipeline.config.cellcycle import CellcycleConfig
     from pipeline.io.plate import Plate
 

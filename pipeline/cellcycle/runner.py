@@ -42,7 +42,7 @@ from pipeline.config.cellcycle import CellcycleConfig, TrackConfig
 from pipeline.errors import ConfigError, StoreError
 from pipeline.io.location import Location
 from pipeline.io.plate import Field, Plate
-from pipeline.io.tables import read_table, table_attrs, write_table
+from pipeline.io.tables import done_parts, part_name, parts_folder, read_parts, read_table, table_attrs, write_table
 from pipeline.io.volumes import read_volume
 from pipeline.provenance import provenance, settings_signature
 from pipeline.stage import FieldWork, pending_volumes, refuse_other_settings, run_stage
@@ -69,14 +69,6 @@ class MeasureTask:
     table: str
 
 
-def parts_name(table: str) -> str:
-    return f"{table}.parts"
-
-
-def part_name(table: str, t: int) -> str:
-    return f"{parts_name(table)}/t{int(t):06d}"
-
-
 def measurement_settings(config: CellcycleConfig) -> dict[str, Any]:
     """The settings that change the measured values (not the thresholds: those are refitted every run)."""
     return {"input": config.input, "labels": config.labels, "background": config.background.model_dump(mode="json")}
@@ -87,31 +79,10 @@ def measurement_signature(config: CellcycleConfig) -> str:
     return settings_signature(measurement_settings(config))
 
 
-def _fs(plate: Plate):
-    fs, _ = plate.location.filesystem()
-    return fs
-
-
-def _parts_folder(fld: Field, table: str) -> str:
-    fs = _fs(fld.plate)
-    return fs._strip_protocol(fld.table_url(parts_name(table))).rsplit(".parquet", 1)[0]
-
-
-def _done_parts(fld: Field, table: str) -> set[int]:
-    fs = _fs(fld.plate)
-    folder = _parts_folder(fld, table)
-    fs.invalidate_cache(folder)  # parts are written by the workers: an object store's cached listing is stale
-    if not fs.exists(folder):
-        return set()
-    names = [p.rsplit("/", 1)[1] for p in fs.ls(folder, detail=False)]
-    return {int(n[1:-8]) for n in names if n.startswith("t") and n.endswith(".parquet") and n[1:-8].isdigit()}
-
-
 def _settings(fld: Field, table: str, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse parts measured with other settings (unless ``overwrite``: then drop them)."""
     signature = settings_signature(settings)
-    fs = _fs(fld.plate)
-    folder = _parts_folder(fld, table)
+    fs, folder = parts_folder(fld, table)
     path = f"{folder}/settings.json"
     if fs.exists(path):
         with fs.open(path, "rb") as fh:
@@ -152,10 +123,10 @@ def plan_cellcycle(plate: Plate, config: CellcycleConfig, *, fields=None, overwr
     work = []
     for fld in plans:
         _settings(fld, config.table, measurement_settings(config), overwrite)
-        done_parts = _done_parts(fld, config.table)
+        measured = done_parts(fld, config.table)
         meta = fld.meta(config.input)
         n_t = fld.image(config.input).shape[0]
-        done = np.array([t in done_parts for t in range(n_t)], dtype=bool)
+        done = np.array([t in measured for t in range(n_t)], dtype=bool)
         image, labels = fld.array_path(config.input), f"{fld.label_path(config.labels)}/0"
         channels, voxel = tuple(meta.channels), tuple(float(v) for v in meta.voxel_size)
 
@@ -180,13 +151,6 @@ def measure_task(task: MeasureTask, location: Location) -> dict[str, Any]:
     write_table(Field(plate, row, col, int(index)), part_name(task.table, task.t), table)
     workers.release_memory()
     return {"field": task.field, "t": task.t, "nuclei": len(table), "seconds": seconds}
-
-
-def read_parts(fld: Field, table: str) -> pd.DataFrame:
-    """All part tables of a field, in time order."""
-    parts = sorted(_done_parts(fld, table))
-    frames = [read_table(fld, part_name(table, t)) for t in parts]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_cellcycle(

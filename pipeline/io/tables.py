@@ -100,14 +100,15 @@ def part_name(name: str, t: int) -> str:
     return f"{name}.parts/t{int(t):06d}"
 
 
-def _parts_folder(field: Field, name: str) -> tuple:
+def parts_folder(field: Field, name: str) -> tuple:
+    """``(filesystem, path)`` of the folder holding the parts of the table ``name``."""
     fs, path = _fs_path(field, f"{name}.parts/x")
     return fs, path.rsplit("/", 1)[0]
 
 
 def done_parts(field: Field, name: str) -> set[int]:
     """Time points whose part of the table ``name`` exists."""
-    fs, folder = _parts_folder(field, name)
+    fs, folder = parts_folder(field, name)
     fs.invalidate_cache(folder)  # written by the workers: an object store's cached listing is stale
     if not fs.exists(folder):
         return set()
@@ -123,6 +124,6 @@ def read_parts(field: Field, name: str) -> pd.DataFrame:
 
 def drop_parts(field: Field, name: str) -> None:
     """Remove the parts of the table ``name`` (a recomputation starts from none)."""
-    fs, folder = _parts_folder(field, name)
+    fs, folder = parts_folder(field, name)
     if fs.exists(folder):
         fs.rm(folder, recursive=True)
