@@ -85,3 +85,22 @@ def test_init_from_keeps_provenance(trainset, tmp_path):
         from pipeline.train.stardist import train_stardist
 
         train_stardist(TrainConfig.model_validate({**base, "backend": "stardist", "out": str(tmp_path / "c"), "init_from": str(first.model_dir)}))
+
+
+def test_fine_tuning_scales_the_voxel_size_by_nucleus_size(trainset):
+    """Fine-tuning on nuclei of another size trains where they span the model's voxels (issue 18)."""
+    from pipeline.segment.unet.card import ModelCard
+    from pipeline.train.data import items_nucleus_diameter
+    from pipeline.train.init import scaled_voxel_size
+
+    ts = TrainingSet.open(trainset)
+    data_d = items_nucleus_diameter(ts, ("train", "val"))
+    assert 5 < data_d < 20
+    from pipeline.config.train import UNetConfig
+
+    card = ModelCard(name="m", architecture=UNetConfig(features=[4, 8]), voxel_size=[5.0, 1.24, 1.24], channels=["Hoechst"], patch_size=[8, 32, 32], tile=[8, 32, 32])
+    assert scaled_voxel_size(card, ts) == [5.0, 1.24, 1.24]  # no diameter on the card: its voxel size
+    near = card.model_copy(update={"nucleus_diameter_um": data_d * 1.1})
+    assert scaled_voxel_size(near, ts) == [5.0, 1.24, 1.24]
+    big = card.model_copy(update={"nucleus_diameter_um": data_d * 2})
+    assert scaled_voxel_size(big, ts) == pytest.approx([2.5, 0.62, 0.62])

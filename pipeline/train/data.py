@@ -280,6 +280,26 @@ def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, 
     return round(float((6.0 * volume_um3 / np.pi) ** (1.0 / 3.0)), 3)
 
 
+def items_nucleus_diameter(trainset, splits: Sequence[str], channel: str | None = None) -> float | None:
+    """Median nucleus diameter (um) over the items of ``splits``, each measured at its own voxel size.
+
+    Items rescaled by nucleus size (whose voxel size is not their physical one) are left
+    out. ``None`` when no item has a measurable nucleus.
+    """
+    from types import SimpleNamespace
+
+    diameters = []
+    for split in splits:
+        for item in trainset.items(split):
+            if (channel is not None and item["channel"] != channel) or _rescale_mode(item) == "nucleus_size":
+                continue
+            _, instances, _ = trainset.load(item)
+            d = nucleus_diameter([SimpleNamespace(instances=instances, shape=instances.shape)], item["voxel_size"])
+            if d:
+                diameters.append(d)
+    return round(float(np.median(diameters)), 3) if diameters else None
+
+
 def edges_inside_instances(volumes: Sequence[Volume]) -> bool:
     """Whether most edge voxels of the targets lie inside instances (``inner`` edges) rather than outside."""
     inside = total = 0

@@ -12,6 +12,9 @@ from pipeline.segment.card import CARD_NAME, CardBase, card_backend, folder_dige
 
 LOG = logging.getLogger(__name__)
 
+SAME_SIZE = 1.25
+"""Training nuclei within this factor of the ``init_from`` model's nucleus diameter train at its voxel size."""
+
 
 def init_record(folder: str | Path, card: CardBase, files: list[str]) -> dict[str, Any]:
     """What the new card keeps of the model it started from (its own provenance chained)."""
@@ -38,9 +41,39 @@ def check_backend(config: TrainConfig) -> str:
     return backend
 
 
-def apply_init(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
+def scaled_voxel_size(card: CardBase, trainset, channel: str | None = None) -> list[float]:
+    """The voxel size a fine-tuning run trains at: the card's, scaled by nucleus size.
+
+    Where the training set's nuclei (measured at each item's own voxel size) differ from the
+    card's nucleus diameter by more than :data:`SAME_SIZE`, the voxel size is the card's
+    times their ratio: the items are then resampled so that their nuclei span as many voxels
+    as the model was trained on (as ``segment --diameter`` does at inference). The new
+    card records that voxel size and the data's diameter, so it segments such data as is.
+    """
+    voxel = [float(v) for v in card.voxel_size]
+    model_d = getattr(card, "nucleus_diameter_um", None)
+    if not model_d or trainset is None:
+        return voxel
+    from pipeline.train.data import items_nucleus_diameter
+
+    data_d = items_nucleus_diameter(trainset, ("train", "val"), channel)
+    if not data_d:
+        return voxel
+    ratio = data_d / float(model_d)
+    if 1 / SAME_SIZE <= ratio <= SAME_SIZE:
+        return voxel
+    scaled = [round(v * ratio, 6) for v in voxel]
+    LOG.warning(
+        "init_from: the training nuclei (%.1f um) are %.2fx the model's (%.1f um): training at voxel size %s um instead of %s "
+        "(set voxel_size to choose another)", data_d, ratio, model_d, scaled, voxel,
+    )
+    return scaled
+
+
+def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | None, dict | None]:
     """For a U-Net run: ``(config, state_dict, record)`` with the architecture, normalisation and
-    (unless set) voxel size of the ``init_from`` model; ``(config, None, None)`` without one."""
+    (unless set) voxel size of the ``init_from`` model, scaled by nucleus size to the training
+    set (:func:`scaled_voxel_size`); ``(config, None, None)`` without one."""
     if not config.init_from:
         return config, None, None
     import torch
@@ -55,7 +88,7 @@ def apply_init(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | No
         LOG.info("init_from %s: architecture taken from its card", config.init_from)
     update: dict[str, Any] = {"model": card.architecture, "normalization": card.normalization}
     if config.voxel_size is None:
-        update["voxel_size"] = list(card.voxel_size)
+        update["voxel_size"] = scaled_voxel_size(card, trainset, config.channel)
     record = init_record(config.init_from, card, [CARD_NAME, card.weights])
     LOG.info("fine-tuning from %s (%s)", config.init_from, card.name)
     return config.model_copy(update=update), state, record

@@ -209,7 +209,7 @@ def _run(
     if config.threads:
         torch.set_num_threads(config.threads)
     rng = _seed_everything(config.seed)
-    config, init_state, init_record = apply_init(config)
+    config, init_state, init_record = apply_init(config, trainset)
     model = build_model(config.model).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
