@@ -34,7 +34,7 @@ def test_card_describes_the_training(default_model):
     assert card.metrics["best"]["computed_with"].startswith("the card's labeling")
     tuned = [r for r in card.metrics["labeling_tuning"] if r["seed_centre"] == card.labeling.seed_centre
              and r["foreground_threshold"] == card.labeling.foreground_threshold]
-    assert tuned and abs(tuned[0]["match_f1"] - card.metrics["best"]["match_f1"]) < 1e-6
+    assert tuned and abs(tuned[0]["match_f1"] - card.metrics["best"]["match_f1"]) < 1e-5  # the card rounds to 5 decimals
 
 
 def test_segments_an_unseen_synthetic_spheroid(default_model):
