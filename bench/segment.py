@@ -5,7 +5,7 @@
 Data sets (none of them seen in training or model selection):
 
 * ``synthetic-heldout``: 21 x 512 x 512 spheroids rendered with the held-out settings of
-  ``configs/trainset-unet-default-heldout.yaml`` (denser, more axial blur, more read noise,
+  ``configs/trainset-unet-heldout-settings.yaml`` (denser, more axial blur, more read noise,
   larger nuclei than any training volume), generator seed 11;
 * ``synthetic-default``: 21 x 512 x 512 spheroids with the generator's default settings
   (the thesis' data), generator seed 7;
@@ -61,7 +61,7 @@ def synthetic(kind: str, n: int) -> list[tuple]:
             res = generate(config, well=well)
             out.append((res.images[0, 0], res.labels[0], VOXEL, None))
             continue
-        held = load_config(GroundTruthConfig, REPO / "configs" / "trainset-unet-default-heldout.yaml").synth
+        held = load_config(GroundTruthConfig, REPO / "configs" / "trainset-unet-heldout-settings.yaml").synth
         rng = np.random.default_rng([11, i])
         settings, _ = draw_settings(held.synth.model_copy(update={"seed": 11}), held.vary, rng)
         shape = (21, 512, 512)

@@ -4,9 +4,8 @@
 #   pipeline/data/models/unet-default/reproduce.sh [WORKDIR] [DATA]
 #
 # WORKDIR (default runs/unet-default-build) receives the training set and the run; DATA is the
-# folder of public samples (default ../shared/data). Runs on a CPU (about an hour of CPU time on
-# two cores: 1300 steps at ~2.6 CPU-s); set DEVICE=cuda to train on a GPU. The result is copied
-# here only with INSTALL=1.
+# folder of public samples (default ../shared/data). Runs on a CPU (about an hour of two
+# cores); set DEVICE=cuda to train on a GPU. The result is copied here only with INSTALL=1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
@@ -16,11 +15,8 @@ DEVICE=${DEVICE:-cpu}
 TS=$WORK/trainset
 cd "$REPO"
 
-# 1. training set: synthetic spheroids whose render settings are drawn per well from wide ranges
-#    (generator seed 0), rendered at drawn voxel sizes and resampled to 5 x 1.24 x 1.24 um, plus the
-#    ovule crops 1135 / 1137 matched by nucleus size; held out (split test): ovule crop 1136 and the
-#    synthetic wells of generator seed 1 with settings outside every training range. The 8-cell
-#    embryo is not used: bench/segment.py scores the model on it.
+# 1. training set: synthetic spheroids (generator seed 0) + the real 3D samples, rescaled;
+#    held out (split test): ovule crop 1136 and the synthetic wells of generator seed 1
 if [[ ! -f $TS/manifest.json ]]; then
     spheroid trainset from-synth "$TS" -c configs/trainset-unet-default.yaml
     spheroid trainset from-samples "$TS" -c configs/trainset-unet-default.yaml --data "$DATA"
@@ -29,15 +25,12 @@ fi
 spheroid trainset info "$TS"
 
 # 2. training (resumes if interrupted; `nice` leaves the machine usable)
-nice -n 10 spheroid train -c configs/train-unet-default.yaml --trainset "$TS" --out "$WORK/run" --max-steps 1300 --device "$DEVICE"
+nice -n 10 spheroid train -c configs/train-unet-default.yaml --trainset "$TS" --out "$WORK/run" --device "$DEVICE"
 
-# 3. held-out scores into the model card (same tile rule, precision and labelling as `spheroid segment`)
+# 3. held-out scores into the model card
 spheroid test-model "$WORK/run/model" --trainset "$TS" --split test --update-card
 
 if [[ ${INSTALL:-0} == 1 ]]; then
-    cp "$WORK/run/model/weights.pt" "$WORK/run/model/model.json" "$HERE/"
-    cp "$WORK/run/learning_curve.png" "$HERE/learning_curve.png"
+    cp "$WORK/run/model/weights.pt" "$WORK/run/model/model.json" "$WORK/run/model/MODEL.md" "$HERE/"
     echo "installed the model into $HERE"
 fi
-
-# 4. held-out figures and the comparison table (optional: python bench/segment.py --figures "$HERE/figures")
