@@ -53,13 +53,29 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (clusters closed)."""
 
 
+STOP_MESSAGE = "{how}: finished volumes are kept; run the same command again to resume"
+_announced: list[str] = []
+
+
+def _announce(how: str) -> None:
+    """Say at once that the run stops: closing a cluster may outlast a scheduler's grace period
+    (SLURM's KillWait), and the line must reach the job's log before a SIGKILL."""
+    if not _announced:
+        _announced.append(how)
+        bar = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
+        sys.stderr.write(bar + STOP_MESSAGE.format(how=how) + "\n")
+        sys.stderr.flush()
+
+
 def _raise_terminated(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+    _announce("terminated")
     raise Terminated()
 
 
 def _raise_interrupted(signum, frame) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor a second Ctrl-C
+    _announce("interrupted")
     raise KeyboardInterrupt()
 
 
@@ -91,7 +107,8 @@ class LazyGroup(click.Group):
             fail(ctx, user_error, cause=exc)
         except KeyboardInterrupt as exc:
             how, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
-            click.echo(f"{how}: finished volumes are kept; run the same command again to resume", err=True)
+            if not _announced:
+                click.echo(STOP_MESSAGE.format(how=how), err=True)
             ctx.exit(status)
 
 

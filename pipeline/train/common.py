@@ -22,8 +22,11 @@ LOG = logging.getLogger(__name__)
 MATCH_KEYS = ("f1", "precision", "recall", "accuracy", "panoptic_quality")
 
 
-def load_split_volumes(config: TrainConfig, patch_size: Sequence[int] = (1, 1, 1)) -> tuple[TrainingSet, list[float], list[Volume], list[Volume]]:
-    """``(trainset, voxel_size, train volumes, val volumes)`` at the model's voxel size, normalised.
+def load_split_volumes(
+    config: TrainConfig, patch_size: Sequence[int] = (1, 1, 1), *, centre: bool = False,
+) -> tuple[TrainingSet, list[float], list[Volume], list[Volume]]:
+    """``(trainset, voxel_size, train volumes, val volumes)`` at the model's voxel size, normalised
+    (with the U-Net's centre target when ``centre``).
 
     Raises
     ------
@@ -36,7 +39,7 @@ def load_split_volumes(config: TrainConfig, patch_size: Sequence[int] = (1, 1, 1
     voxel = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
     kwargs = dict(
         normalization=config.normalization, patch_size=patch_size, channel=config.channel, seed=config.seed,
-        voxel_size=voxel, tolerance=config.voxel_tolerance, resample=config.resample,
+        voxel_size=voxel, tolerance=config.voxel_tolerance, resample=config.resample, centre=centre,
     )
     train_vols = load_volumes(trainset, "train", **kwargs)
     val_vols = load_volumes(trainset, "val", **kwargs)

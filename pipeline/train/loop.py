@@ -42,6 +42,7 @@ from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, writ
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
 from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
+from pipeline.train.common import load_split_volumes
 from pipeline.train.init import apply_init
 from pipeline.train.losses import CombinedLoss, centre_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
@@ -216,17 +217,7 @@ def _run(
     bad = [p for p, d in zip(patch, model.divisor) if p % d]
     if bad:
         raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
-    voxel_size = target_voxel_size(trainset, ("train", "val"), config.voxel_size, config.channel)
-    loading = dict(
-        normalization=config.normalization, patch_size=patch, channel=config.channel, seed=config.seed,
-        voxel_size=voxel_size, tolerance=config.voxel_tolerance, resample=config.resample, centre=config.model.centre,
-    )
-    train_vols = load_volumes(trainset, "train", **loading)
-    val_vols = load_volumes(trainset, "val", **loading)
-    if not train_vols:
-        raise InputError(f"{trainset.root}: no 'train' items" + (f" of channel {config.channel!r}" if config.channel else ""))
-    if config.validation.max_volumes is not None:
-        val_vols = val_vols[: config.validation.max_volumes]
+    _, voxel_size, train_vols, val_vols = load_split_volumes(config, patch, centre=config.model.centre)
     if not val_vols:
         LOG.warning("%s: no 'val' items: no validation, the last weights become the model", trainset.root)
     diameter = nucleus_diameter(train_vols, voxel_size)
