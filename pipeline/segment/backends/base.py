@@ -11,11 +11,22 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.segment import SegmentConfig
+from pipeline.errors import ConfigError
 from pipeline.segment.card import CardBase, folder_digest
 from pipeline.segment.unet.card import check_voxel_size
 from pipeline.segment.volume import segment_volume
 
 LOG = logging.getLogger(__name__)
+
+
+def required_model(config: SegmentConfig, backend: str, library: str) -> Path:
+    """The model folder of a backend that ships no weights; a :class:`ConfigError` naming the fix without one."""
+    if config.model is None:
+        raise ConfigError(
+            f"model: the {backend} backend needs a model folder (--model DIR) trained with `spheroid train` "
+            f"and `backend: {backend}`; no pretrained {library} weights ship with spheroid or can be downloaded"
+        )
+    return Path(config.model)
 
 
 def package_version(name: str) -> str:

@@ -22,8 +22,8 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.config.segment import SegmentConfig
-from pipeline.errors import ConfigError, InputError, require
-from pipeline.segment.backends.base import ModelSegmenter, package_version
+from pipeline.errors import InputError, require
+from pipeline.segment.backends.base import ModelSegmenter, package_version, required_model
 from pipeline.segment.card import CardBase, validate_card
 
 LOG = logging.getLogger(__name__)
@@ -104,12 +104,7 @@ class CellposeSegmenter(ModelSegmenter):
     name = "cellpose"
 
     def __init__(self, config: SegmentConfig):
-        if config.model is None:
-            raise ConfigError(
-                "model: the cellpose backend needs a model folder (--model DIR) trained with `spheroid train` "
-                "and `backend: cellpose`; no pretrained Cellpose weights ship with spheroid or can be downloaded"
-            )
-        folder = Path(config.model)
+        folder = required_model(config, "cellpose", "Cellpose")
         card = validate_card(CellposeCard, folder)
         installed = cellpose_major()
         if installed and installed != card.cellpose_major:

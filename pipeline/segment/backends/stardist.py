@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.config.segment import SegmentConfig
-from pipeline.errors import ConfigError, InputError, require
-from pipeline.segment.backends.base import ModelSegmenter
+from pipeline.errors import InputError, require
+from pipeline.segment.backends.base import ModelSegmenter, required_model
 from pipeline.segment.card import CardBase, validate_card
 
 LOG = logging.getLogger(__name__)
@@ -119,16 +119,12 @@ class StarDistSegmenter(ModelSegmenter):
     name = "stardist"
 
     def __init__(self, config: SegmentConfig):
-        if config.model is None:
-            raise ConfigError(
-                "model: the stardist backend needs a model folder (--model DIR) trained with `spheroid train` "
-                "and `backend: stardist`; no pretrained StarDist weights ship with spheroid or can be downloaded"
-            )
+        folder = required_model(config, "stardist", "StarDist")
         import torch
 
         limit_tf_threads(torch.get_num_threads())  # the worker's thread budget (set by the runner)
-        self.model, card = load_stardist(config.model)
-        super().__init__(config, config.model, card, ["model.json", *FILES])
+        self.model, card = load_stardist(str(folder))
+        super().__init__(config, str(folder), card, ["model.json", *FILES])
 
     def settings(self) -> dict[str, Any]:
         return {"prob_thresh": self.card.prob_thresh, "nms_thresh": self.card.nms_thresh, "max_tile": list(MAX_TILE)}
