@@ -28,6 +28,7 @@ from pipeline.config.base import config_to_dict
 from pipeline.config.evaluate import EvaluateConfig
 from pipeline.errors import InputError
 from pipeline.evaluate.sources import EvalItem
+from pipeline.io.atomic import write_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -70,16 +71,6 @@ def _readable(key: str) -> str:
     if key.startswith("sources."):
         return "--" + key[len("sources.") :].replace("_", "-")
     return "record format" if key == "format" else key
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class VolumeResults:

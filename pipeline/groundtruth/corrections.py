@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from pipeline.errors import InputError, StoreError
 from pipeline.groundtruth.prepare import as_instances, prepare_target, summarize
 from pipeline.groundtruth.tiffio import file_sha256, read_tiff, write_tiff
 from pipeline.groundtruth.trainset import TrainingSet
+from pipeline.io.atomic import write_atomic
 from pipeline.io.plate import Field, Plate
 from pipeline.provenance import provenance
 
@@ -196,13 +196,13 @@ def export_corrections(
         "labels_sha256": file_sha256(out / "labels.tif"),
         "exported": provenance("export-corrections", config),
     }
-    _write_text_atomic(out / SIDECAR, json.dumps(sidecar, indent=1, default=str))
+    write_atomic(out / SIDECAR, json.dumps(sidecar, indent=1, default=str))
     readme = README.format(
         store=plate.location.url, field=field, t=t, channel=channel, image_source=image_name, shape=tuple(image.shape),
         vz=voxel[0], vy=voxel[1], vx=voxel[2], n_labels=sidecar["n_labels"], labels_source=labels_source,
         scale=tuple(round(v, 4) for v in voxel), folder=out,
     )
-    _write_text_atomic(out / "README.txt", readme)
+    write_atomic(out / "README.txt", readme)
     LOG.info("exported %s t=%d %s (%s image, %d labels) to %s", field, t, channel, image_name, sidecar["n_labels"], out)
     return sidecar
 
@@ -338,11 +338,3 @@ def import_corrections(
     return entry
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

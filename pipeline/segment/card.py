@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipeline.config.base import StrictModel, format_validation_error
 from pipeline.config.train import NormalizationConfig
 from pipeline.errors import InputError
+from pipeline.io.atomic import write_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -142,13 +142,7 @@ def validate_card(cls: type[CardBase], folder: str | Path) -> CardBase:
 def write_card_json(card: CardBase, folder: str | Path) -> Path:
     """Write ``folder/model.json`` atomically; returns its path."""
     path = Path(folder) / CARD_NAME
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
     return path
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pipeline.segment.card import FORMATS, read_card_json
+from pipeline.io.atomic import write_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -48,13 +48,7 @@ def write_model_md(folder: str | Path) -> Path:
     folder = Path(folder)
     text = model_md(read_card_json(folder), folder=folder)
     path = folder / MD_NAME
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, text)
     LOG.info("wrote %s", path)
     return path
 
