@@ -71,7 +71,7 @@ def train_cellpose(config: TrainConfig, *, progress: bool = True):
     """
     import torch
 
-    from pipeline.train.loop import TrainResult
+    from pipeline.train.result import TrainResult
 
     cp = config.cellpose
     if cp.bsize % 16:

@@ -17,13 +17,11 @@ resumes, and the result equals an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,8 @@ import torch
 from pipeline.progress import progress_bar
 
 from pipeline.config.base import save_config
-from pipeline.config.train import OptimConfig, TrainConfig
-from pipeline.errors import ConfigError, InputError
+from pipeline.config.train import TrainConfig
+from pipeline.errors import ConfigError
 from pipeline.groundtruth.trainset import TrainingSet
 from pipeline.segment.unet.card import build_model, load_model, save_model
 from pipeline.segment.unet.apply import OVERLAP
@@ -41,69 +39,20 @@ from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
-from pipeline.train.data import edges_inside_instances, load_volumes, nucleus_diameter, target_voxel_size
+from pipeline.train.data import edges_inside_instances, nucleus_diameter
 from pipeline.train.common import load_split_volumes
 from pipeline.train.init import apply_init
 from pipeline.train.losses import CombinedLoss, centre_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
+from pipeline.train.result import TrainResult
 from pipeline.train.sampling import PatchSampler
+from pipeline.train.schedule import lr_factor
 from pipeline.train.validate import higher_is_better, tune_labeling, validate
 
 LOG = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` did.
-
-    Attributes
-    ----------
-    out : Path
-        Output folder.
-    model_dir : Path
-        The model folder (best checkpoint).
-    step : int
-        Steps done in total.
-    best_step : int or None
-        Step of the best validation.
-    best : dict
-        Metrics of the best validation (empty without a val split).
-    interrupted : bool
-        Stopped by a signal; a checkpoint was saved, run again to resume.
-    stopped_early : bool
-        Stopped by early stopping.
-    time_s : float
-        Training wall time over all sessions of this run.
-    history : list of dict
-        The metrics rows.
-    """
-
-    out: Path
-    model_dir: Path
-    step: int
-    best_step: int | None
-    best: dict[str, Any]
-    interrupted: bool
-    stopped_early: bool
-    time_s: float
-    history: list[dict[str, Any]]
-
-
-def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then constant, cosine or step decay."""
-    if step < optim.warmup_steps:
-        return (step + 1) / optim.warmup_steps
-    if optim.schedule == "constant":
-        return 1.0
-    if optim.schedule == "step":
-        return optim.step_gamma ** ((step - optim.warmup_steps) // optim.step_every)
-    span = max(1, max_steps - optim.warmup_steps)
-    t = min(1.0, (step - optim.warmup_steps) / span)
-    floor = min(1.0, optim.min_lr / optim.lr)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 class _StopOnSignal:

@@ -62,7 +62,7 @@ def train_stardist(config: TrainConfig, *, progress: bool = True):
     -------
     pipeline.train.loop.TrainResult
     """
-    from pipeline.train.loop import TrainResult
+    from pipeline.train.result import TrainResult
 
     sd = config.stardist
     if config.threads:
