@@ -187,6 +187,8 @@ CASES = [
     Case("preview: unwritable --out", nothing, ("preview", "s.zarr", "--out", "/proc/spheroid/p.png"), ("/proc/spheroid",)),
     Case("preview: a float64 store", float64_store, ("preview", "f.zarr"), ("f.zarr", "float64", "uint8 or uint16"), stores=("f.zarr",)),
     Case("convert: --out where no store can be made", nothing, ("convert", "d/raw", "--out", "/proc/x.zarr"), ("/proc/x.zarr", "cannot create"), stores=()),
+    Case("model-card: no such model folder", nothing, ("model-card", "nomodel"), ("nomodel", "model folder not found"), stores=()),
+    Case("test-model: no such model folder", nothing, ("test-model", "nomodel", "--trainset", "ts"), ("nomodel", "model folder not found"), stores=()),
     Case("segment: no nuclear channel, no config", single_channel_store, ("segment", "one.zarr", "-w", "1"), ("one.zarr", "no channel 'Hoechst'", "--channel"), stores=("one.zarr",)),
 ]
 

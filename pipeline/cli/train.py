@@ -83,7 +83,7 @@ def train(
 
 
 @click.command("test-model")
-@click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("model", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--trainset", required=True, type=click.Path(file_okay=False, path_type=Path), help="Training-set folder with the held-out items.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Split to score.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
@@ -110,7 +110,7 @@ def test_model(model: Path, trainset: Path, split: str, device: str, update_card
 
 
 @click.command("model-card")
-@click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("model", type=click.Path(file_okay=False, path_type=Path))
 def model_card(model: Path) -> None:
     """Write MODEL/MODEL.md: the model card (model.json) in plain words, for any backend.
 
