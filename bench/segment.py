@@ -7,6 +7,10 @@ Data sets (none of them seen in training or model selection):
 * ``synthetic-heldout``: 21 x 512 x 512 spheroids rendered with the held-out settings of
   ``configs/trainset-unet-heldout-settings.yaml`` (denser, more axial blur, more read noise,
   larger nuclei than any training volume), generator seed 11;
+* ``synthetic-varied``: 21 x 512 x 512 spheroids whose settings are drawn from the training
+  ranges of ``configs/trainset-unet-varied.yaml`` (density, nucleus size and shape, blur, noise,
+  dim cores, uneven staining), generator seed 11: each volume's combination differs from every
+  training volume's, none extrapolates beyond them;
 * ``synthetic-default``: 21 x 512 x 512 spheroids with the generator's default settings
   (the thesis' data), generator seed 7;
 * ``embryo``: the real 8-cell mouse embryo of ``../shared/data/embryo-nuclei-3d``
@@ -61,7 +65,8 @@ def synthetic(kind: str, n: int) -> list[tuple]:
             res = generate(config, well=well)
             out.append((res.images[0, 0], res.labels[0], VOXEL, None))
             continue
-        held = load_config(GroundTruthConfig, REPO / "configs" / "trainset-unet-heldout-settings.yaml").synth
+        source = "trainset-unet-heldout-settings.yaml" if kind == "synthetic-heldout" else "trainset-unet-varied.yaml"
+        held = load_config(GroundTruthConfig, REPO / "configs" / source).synth
         rng = np.random.default_rng([11, i])
         settings, _ = draw_settings(held.synth.model_copy(update={"seed": 11}), held.vary, rng)
         shape = (21, 512, 512)
@@ -209,7 +214,7 @@ def main() -> None:
     parser.add_argument("--stardist", default=None, help="StarDist model folder (trained with spheroid train)")
     parser.add_argument("--cellpose", default=None, help="Cellpose model folder (trained with spheroid train)")
     parser.add_argument("--volumes", type=int, default=2, help="synthetic volumes per data set")
-    parser.add_argument("--datasets", nargs="+", default=["synthetic-heldout", "synthetic-default", "embryo", "ovule"])
+    parser.add_argument("--datasets", nargs="+", default=["synthetic-heldout", "synthetic-varied", "synthetic-default", "embryo", "ovule"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--big", action="store_true", help="also the 64 x 2048 x 2048 block-path memory check (minutes)")
     parser.add_argument("--figures", type=Path, default=None, help="write an overlay of the middle slice per (backend, data set) here")

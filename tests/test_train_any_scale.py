@@ -81,10 +81,40 @@ def test_init_from_keeps_provenance(trainset, tmp_path):
     assert card_b["architecture"]["features"] == [4, 8]
     origin = card_b["training"]["init_from"]
     assert origin["name"] == "first" and len(origin["sha256"]) == 64 and origin["trainset"] == str(trainset)
+    # a normalisation the config names replaces the card's: group -> batch, convolutions carried over
+    third = train(TrainConfig.model_validate({**base, "model": {"features": [8, 16], "norm": "batch"}, "out": str(tmp_path / "d"),
+                                              "name": "third", "init_from": str(first.model_dir)}), progress=False)
+    card_d = read_card_json(third.model_dir)
+    assert card_d["architecture"]["features"] == [4, 8] and card_d["architecture"]["norm"] == "batch"
     with pytest.raises(ConfigError, match="is a unet model; it cannot start a stardist run"):
         from pipeline.train.stardist import train_stardist
 
         train_stardist(TrainConfig.model_validate({**base, "backend": "stardist", "out": str(tmp_path / "c"), "init_from": str(first.model_dir)}))
+
+
+def test_init_state_across_normalisations():
+    """Fine-tuning into another normalisation: convolutions and affine parameters are the card's,
+    batch normalisation's statistics start afresh; a convolution that does not fit is an error."""
+    import torch
+
+    from pipeline.config.train import UNetConfig
+    from pipeline.segment.unet.card import build_model
+    from pipeline.train.init import load_init_state
+
+    torch.manual_seed(0)
+    group = build_model(UNetConfig(features=[4, 8], norm="group"))
+    state = group.state_dict()
+    batch = build_model(UNetConfig(features=[4, 8], norm="batch"))
+    load_init_state(batch, state)
+    after = batch.state_dict()
+    shared = [k for k in state if k in after]
+    assert len(shared) == len(state) and all(torch.equal(after[k], state[k]) for k in shared)
+    fresh = [k for k in after if k not in state]
+    assert fresh and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in fresh)
+    assert all(float(after[k].abs().sum()) == 0 for k in fresh if k.endswith("running_mean"))
+    load_init_state(build_model(UNetConfig(features=[4, 8], norm="group")), state)  # same architecture: exact
+    with pytest.raises(ConfigError, match="missing or of another shape"):
+        load_init_state(build_model(UNetConfig(features=[4, 16], norm="batch")), state)
 
 
 def test_fine_tuning_scales_the_voxel_size_by_nucleus_size(trainset):

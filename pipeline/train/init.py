@@ -71,9 +71,14 @@ def scaled_voxel_size(card: CardBase, trainset, channel: str | None = None) -> l
 
 
 def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | None, dict | None]:
-    """For a U-Net run: ``(config, state_dict, record)`` with the architecture, normalisation and
-    (unless set) voxel size of the ``init_from`` model, scaled by nucleus size to the training
-    set (:func:`scaled_voxel_size`); ``(config, None, None)`` without one."""
+    """For a U-Net run: ``(config, state_dict, record)`` with the architecture, input normalisation
+    and (unless set) voxel size of the ``init_from`` model, scaled by nucleus size to the training
+    set (:func:`scaled_voxel_size`); ``(config, None, None)`` without one.
+
+    A ``model.norm`` the config sets explicitly replaces the card's (e.g. ``group`` -> ``batch``,
+    whose output does not depend on the tiling): :func:`load_init_state` then starts the
+    convolutions, and the affine scale and shift where both normalisations have them, from the
+    card's weights, and the new layers' statistics afresh."""
     if not config.init_from:
         return config, None, None
     import torch
@@ -84,11 +89,43 @@ def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | 
     card = load_card(config.init_from)
     weights = Path(config.init_from) / card.weights
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    if config.model != card.architecture:
+    architecture = card.architecture
+    if "norm" in config.model.model_fields_set and config.model.norm != card.architecture.norm:
+        # another normalisation: its layers start afresh, everything else from the card's weights
+        architecture = architecture.model_copy(update={"norm": config.model.norm})
+        LOG.info("init_from %s: normalisation %s -> %s (its statistics learnt afresh)", config.init_from, card.architecture.norm, config.model.norm)
+    elif config.model != card.architecture:
         LOG.info("init_from %s: architecture taken from its card", config.init_from)
-    update: dict[str, Any] = {"model": card.architecture, "normalization": card.normalization}
+    update: dict[str, Any] = {"model": architecture, "normalization": card.normalization}
     if config.voxel_size is None:
         update["voxel_size"] = scaled_voxel_size(card, trainset, config.channel)
     record = init_record(config.init_from, card, [CARD_NAME, card.weights])
     LOG.info("fine-tuning from %s (%s)", config.init_from, card.name)
     return config.model_copy(update=update), state, record
+
+
+def load_init_state(model, state: dict) -> None:
+    """Load an ``init_from`` state dict into ``model``.
+
+    Exact when the architectures agree. After a change of normalisation (:func:`apply_init`) only
+    the normalisation layers may differ: tensors of the same name and shape are taken, the rest
+    (e.g. batch normalisation's running statistics) keep the model's initial values. Any other
+    mismatch (a convolution missing or of another shape) is an error.
+    """
+    own = model.state_dict()
+    if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
+        model.load_state_dict(state)
+        return
+    norm_names = {name for name, module in model.named_modules() if "Norm" in type(module).__name__}
+    taken, fresh = {}, []
+    for key, value in own.items():
+        if key in state and state[key].shape == value.shape:
+            taken[key] = state[key]
+        elif key.rsplit(".", 1)[0] in norm_names:
+            taken[key] = value
+            fresh.append(key)
+        else:
+            raise ConfigError(f"init_from: weight {key!r} is missing or of another shape in the model it starts from")
+    model.load_state_dict(taken)
+    if fresh:
+        LOG.info("init_from: %d normalisation tensors start afresh (%s, ...)", len(fresh), fresh[0])

@@ -41,7 +41,7 @@ from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
 from pipeline.train.data import edges_inside_instances, nucleus_diameter
 from pipeline.train.common import load_split_volumes
-from pipeline.train.init import apply_init
+from pipeline.train.init import apply_init, load_init_state
 from pipeline.train.losses import CombinedLoss, centre_loss
 from pipeline.train.records import TensorBoard, plot_learning_curve, write_csv
 from pipeline.train.result import TrainResult
@@ -162,7 +162,7 @@ def _run(
     config, init_state, init_record = apply_init(config, trainset)
     model = build_model(config.model).to(device)
     if init_state is not None:
-        model.load_state_dict(init_state)
+        load_init_state(model, init_state)
     bad = [p for p, d in zip(patch, model.divisor) if p % d]
     if bad:
         raise ConfigError(f"sampling.patch_size {patch} must be a multiple of the network's pooling {list(model.divisor)} per axis")
