@@ -34,7 +34,7 @@ def test_model_md_says_what_a_biologist_needs(tmp_path):
     assert "5 x 1.24 x 1.24 um" in text and "about 8.0 um across" in text and "6.5, 6.5 voxels" in text
     n_val = card["metrics"]["best"]["n_true"]
     assert f"on {n_val} nuclei" in text  # every figure with the nuclei behind it
-    assert "| train | synthetic | 8 |" in text and "| val | synthetic | 1 |" in text
+    assert "| train | synthetic | 26 |" in text and "| val | synthetic | 2 |" in text
     failures = text.split("## Where it is known to fail")[1]
     assert "held-out real:ovule-nuclei-3d it finds few nuclei right: instance F1 0.10 on 26 nuclei" in failures
     assert "misses nuclei more often" in failures and "only 26 nuclei" in failures

@@ -52,7 +52,37 @@ def test_segments_an_unseen_synthetic_spheroid(default_model):
     probs, labels = segment_volume(hoechst, model, card, voxel_size=synth.voxel_size, channels=["Hoechst"], device="cpu")
     truth = synth.labels[0]
     m = matching(truth, labels, thresh=0.5)
-    # the shipped model scores 0.74 here (precision 0.86; 0.74 on its 256 x 256 held-out
-    # spheroids, see metrics.heldout in its card); the bounds leave a margin for other BLAS builds
+    # the shipped model scores 0.71 here (precision 0.80); the bounds leave a margin for other
+    # BLAS builds
     assert m.f1 > 0.6, f"instance F1@0.5 {m.f1:.3f} on an unseen synthetic spheroid"
     assert m.precision > 0.7
+
+
+@pytest.mark.parametrize(("draw", "bound"), [(1, 0.85), (3, 0.6)])
+def test_transfers_to_spheroids_rendered_with_other_settings(draw, bound):
+    """Render settings drawn from the training ranges of configs/trainset-unet-varied.yaml with a
+    generator seed (11) no training item comes from: each volume's density, nucleus size and shape,
+    blur, noise and staining differ from every training volume's. The shipped model scores 0.95
+    and 0.70 on these two draws; the group-normalised default before it 0.90 and 0.25 (false
+    nuclei in the noisy background, where its per-tile statistics blew the noise up)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from pipeline.config.base import load_config
+    from pipeline.config.groundtruth import GroundTruthConfig
+    from pipeline.config.segment import SegmentConfig
+    from pipeline.groundtruth.builders import draw_settings
+    from pipeline.preprocess.resample import resample_image, resample_labels
+    from pipeline.segment.backends import UNetSegmenter
+
+    varied = load_config(GroundTruthConfig, Path(__file__).resolve().parents[1] / "configs" / "trainset-unet-varied.yaml").synth
+    settings, _ = draw_settings(varied.synth.model_copy(update={"seed": 11}), varied.vary, np.random.default_rng([11, draw]))
+    shape, voxel = (21, 160, 160), (5.0, 1.24, 1.24)
+    render = tuple(max(1, int(round(n * t / v))) for n, t, v in zip(shape, voxel, settings.voxel_size))
+    synth = generate(settings.model_copy(update={"shape": render}), well="G9")
+    image = np.clip(np.rint(resample_image(synth.images[0, 0], shape)), 0, 65535).astype(np.uint16)
+    truth = resample_labels(synth.labels[0], shape)
+    labels, _ = UNetSegmenter(SegmentConfig(device="cpu")).run(image, voxel_size=voxel)
+    m = matching(truth, labels, thresh=0.5)
+    assert m.f1 > bound, f"instance F1@0.5 {m.f1:.3f} (precision {m.precision:.3f}, recall {m.recall:.3f})"

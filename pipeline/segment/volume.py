@@ -2,7 +2,10 @@
 
 :func:`segment_volume` is the whole per-volume logic every backend shares; a backend
 only segments a normalised ``(z, y, x)`` float32 image at its model's scale
-(``Segmenter.segment``). The labels come back at the input's shape.
+(``Segmenter.segment``). The labels come back at the input's shape. A backend that sets
+``labels_at_data_scale`` (the U-Net) labels on the data's own grid where it is finer than
+the model's (``Segmenter.segment_to``: its probabilities interpolated, not its labels), so
+masks of large nuclei in finely sampled data are not blocky.
 
 Block size rule: a block holds at most ``block_mvoxels`` million voxels *at the model's
 scale*, halo included (a 21 x 512 x 512 stack at the model's voxel size is one block; a
@@ -118,7 +121,10 @@ def segment_volume(
     plan = plan_input(views, low=norm.low, high=norm.high, clip=norm.clip, combine=combine)
     data_diameter = diameter or card.nucleus_diameter_um or FALLBACK_DIAMETER_UM
     halo = halo_voxels(voxel_size, halo_um / HALO_DIAMETERS if halo_um else data_diameter)
-    core = choose_block(shape, factors, halo, int(block_mvoxels * 1e6))
+    fine = bool(getattr(segmenter, "labels_at_data_scale", False)) and bool((factors < 1).any())
+    # labelling on the data's grid (finer than the model's on some axis) holds the block at the
+    # data's resolution too: the budget counts the larger of the two grids per axis
+    core = choose_block(shape, np.maximum(factors, 1.0) if fine else factors, halo, int(block_mvoxels * 1e6))
     blocks = plan_blocks(shape, core, halo)
     if out is None:
         out = np.zeros(shape, dtype=np.uint32)
@@ -127,8 +133,10 @@ def segment_volume(
         image = plan.apply([v[outer] for v in views])
         small = resample_image(image, zoomed_shape(image.shape, factors))
         del image
-        labels = segmenter.segment(small)
-        return resample_labels(labels, tuple(s.stop - s.start for s in outer))
+        size = tuple(s.stop - s.start for s in outer)
+        if fine:
+            return segmenter.segment_to(small, size, factors, voxel_size)
+        return resample_labels(segmenter.segment(small), size)
 
     n = segment_blocks(run, shape, blocks, out, progress=progress)
     info = {

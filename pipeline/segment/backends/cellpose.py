@@ -133,7 +133,8 @@ def cellpose_eval(model, card: CellposeCard, image: np.ndarray, *, cellprob_thre
     )
     if cellpose_major() < 4:
         kwargs["channels"] = [0, 0]
-    out = model.eval(np.asarray(image, np.float32), compute_masks=masks, **kwargs)
+    with _sparse_checks_off():
+        out = model.eval(np.asarray(image, np.float32), compute_masks=masks, **kwargs)
     if not masks:
         return np.asarray(out[1][1]), np.asarray(out[1][2])
     masks = np.asarray(out[0])
@@ -142,13 +143,22 @@ def cellpose_eval(model, card: CellposeCard, image: np.ndarray, *, cellprob_thre
     return masks.astype(np.uint32, copy=False)
 
 
+def _sparse_checks_off():
+    """Cellpose's mask step builds sparse tensors; say so explicitly (torch warns once per process,
+    and where warnings are errors, as in the tests, that warning would stop the run)."""
+    import torch
+
+    return torch.sparse.check_sparse_tensor_invariants(enable=False)
+
+
 def masks_from_flows(dp: np.ndarray, cellprob: np.ndarray, card: CellposeCard, cellprob_threshold: float) -> np.ndarray:
     """Cellpose's 3D masks from the flows of :func:`cellpose_eval` (``masks=False``) at another threshold."""
     import torch
 
     dynamics = import_cellpose("cellpose.dynamics")
-    masks = dynamics.resize_and_compute_masks(
-        dp, cellprob, niter=200, cellprob_threshold=cellprob_threshold, do_3D=True, min_size=card.min_size, device=torch.device("cpu"),
-    )
+    with _sparse_checks_off():
+        masks = dynamics.resize_and_compute_masks(
+            dp, cellprob, niter=200, cellprob_threshold=cellprob_threshold, do_3D=True, min_size=card.min_size, device=torch.device("cpu"),
+        )
     masks = masks[0] if isinstance(masks, tuple) else masks
     return np.asarray(masks).astype(np.uint32, copy=False)

@@ -26,6 +26,12 @@ class UNetSegmenter(ModelSegmenter):
         self.device = resolve_device(config.device)
         self.model, card = load_model(folder, device=self.device)
         super().__init__(config, folder, card, ["model.json", card.weights])
+        if card.architecture.norm in ("group", "instance"):
+            LOG.warning(
+                "%s: a %s-normalised model: its output depends on the tiling and on how much empty background a tile "
+                "holds; fine-tune it into batch normalisation (norm: batch with --init-from) for tile-independent labels",
+                folder, card.architecture.norm,
+            )
 
     def settings(self) -> dict[str, Any]:
         from pipeline.segment.unet.predict import resolve_precision
@@ -58,3 +64,28 @@ class UNetSegmenter(ModelSegmenter):
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         return self.label(self.probabilities(image))
+
+    #: :func:`pipeline.segment.volume.segment_volume` calls :meth:`segment_to` where the data's grid is finer.
+    labels_at_data_scale = True
+
+    def segment_to(self, image: np.ndarray, shape, zoom, voxel_size) -> np.ndarray:
+        """Labels on the data's grid ``shape`` of an image at the model's scale (``zoom``: data -> model).
+
+        The class probabilities are interpolated (linearly) to the data's grid and labelled there,
+        with the card's thresholds and its voxel-count limits scaled to the data's voxels; up-sampled
+        labels would be blocky at the model's coarser grid (a nucleus two model slices thick).
+        """
+        from pipeline.segment.instances import label_with
+        from pipeline.segment.resample import resample_image
+
+        probs = self.probabilities(image)
+        fine = np.stack([resample_image(channel, shape) for channel in probs])
+        del probs
+        per_voxel = float(np.prod(zoom))  # model voxels per data voxel
+        lab = self.card.labeling
+        scaled = lab.model_copy(update={
+            "min_size": int(round(lab.min_size / per_voxel)),
+            "min_seed_size": max(1, int(round(lab.min_seed_size / per_voxel))),
+            "erode_xy": int(round(lab.erode_xy / float(min(zoom[1:])))),
+        })
+        return label_with(fine, scaled, voxel_size)
