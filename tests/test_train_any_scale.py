@@ -115,6 +115,11 @@ def test_init_state_across_normalisations():
     load_init_state(build_model(UNetConfig(features=[4, 8], norm="group")), state)  # same architecture: exact
     with pytest.raises(ConfigError, match="missing or of another shape"):
         load_init_state(build_model(UNetConfig(features=[4, 16], norm="batch")), state)
+    # a centre output added: the three class rows of the head carried over, the centre row fresh
+    centre = build_model(UNetConfig(features=[4, 8], norm="batch", centre=True))
+    load_init_state(centre, state)
+    head = centre.state_dict()["head.weight"]
+    assert head.shape[0] == 4 and torch.equal(head[:3], state["head.weight"]) and not torch.equal(head[3], torch.zeros_like(head[3]))
 
 
 def test_fine_tuning_scales_the_voxel_size_by_nucleus_size(trainset):

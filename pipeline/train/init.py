@@ -13,6 +13,9 @@ from pipeline.segment.card import CARD_NAME, CardBase, card_backend, folder_dige
 LOG = logging.getLogger(__name__)
 
 SAME_SIZE = 1.25
+
+ADAPTABLE = ("norm", "centre")
+"""U-Net settings a fine-tuning config may change from the ``init_from`` card's (set explicitly)."""
 """Training nuclei within this factor of the ``init_from`` model's nucleus diameter train at its voxel size."""
 
 
@@ -75,10 +78,10 @@ def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | 
     and (unless set) voxel size of the ``init_from`` model, scaled by nucleus size to the training
     set (:func:`scaled_voxel_size`); ``(config, None, None)`` without one.
 
-    A ``model.norm`` the config sets explicitly replaces the card's (e.g. ``group`` -> ``batch``,
-    whose output does not depend on the tiling): :func:`load_init_state` then starts the
-    convolutions, and the affine scale and shift where both normalisations have them, from the
-    card's weights, and the new layers' statistics afresh."""
+    A ``model.norm`` or ``model.centre`` the config sets explicitly replaces the card's (e.g.
+    ``group`` -> ``batch``, whose output does not depend on the tiling, or a centre output added):
+    :func:`load_init_state` then starts the convolutions, and the affine scale and shift where
+    both normalisations have them, from the card's weights, and the new parameters afresh."""
     if not config.init_from:
         return config, None, None
     import torch
@@ -90,11 +93,15 @@ def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | 
     weights = Path(config.init_from) / card.weights
     state = torch.load(weights, map_location="cpu", weights_only=True)
     architecture = card.architecture
-    if "norm" in config.model.model_fields_set and config.model.norm != card.architecture.norm:
-        # another normalisation: its layers start afresh, everything else from the card's weights
-        architecture = architecture.model_copy(update={"norm": config.model.norm})
-        LOG.info("init_from %s: normalisation %s -> %s (its statistics learnt afresh)", config.init_from, card.architecture.norm, config.model.norm)
-    elif config.model != card.architecture:
+    changes = {key: getattr(config.model, key) for key in ADAPTABLE
+               if key in config.model.model_fields_set and getattr(config.model, key) != getattr(card.architecture, key)}
+    if changes:
+        # another normalisation (its layers start afresh) or a centre output added or dropped (the
+        # head's extra row starts afresh); everything else from the card's weights
+        architecture = architecture.model_copy(update=changes)
+        LOG.info("init_from %s: %s changed from the card's (new parameters learnt afresh)", config.init_from,
+                 ", ".join(f"{k} {getattr(card.architecture, k)} -> {v}" for k, v in changes.items()))
+    if config.model != architecture:
         LOG.info("init_from %s: architecture taken from its card", config.init_from)
     update: dict[str, Any] = {"model": architecture, "normalization": card.normalization}
     if config.voxel_size is None:
@@ -107,10 +114,11 @@ def apply_init(config: TrainConfig, trainset=None) -> tuple[TrainConfig, dict | 
 def load_init_state(model, state: dict) -> None:
     """Load an ``init_from`` state dict into ``model``.
 
-    Exact when the architectures agree. After a change of normalisation (:func:`apply_init`) only
-    the normalisation layers may differ: tensors of the same name and shape are taken, the rest
-    (e.g. batch normalisation's running statistics) keep the model's initial values. Any other
-    mismatch (a convolution missing or of another shape) is an error.
+    Exact when the architectures agree. After a change of normalisation or of the centre output
+    (:func:`apply_init`) only the normalisation layers and the output layer may differ: tensors of
+    the same name and shape are taken, the output layer's class rows are carried over, the rest
+    (batch normalisation's running statistics, the centre row) keep the model's initial values.
+    Any other mismatch (a convolution missing or of another shape) is an error.
     """
     own = model.state_dict()
     if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
@@ -121,6 +129,13 @@ def load_init_state(model, state: dict) -> None:
     for key, value in own.items():
         if key in state and state[key].shape == value.shape:
             taken[key] = state[key]
+        elif key.startswith("head.") and key in state and state[key].shape[1:] == value.shape[1:]:
+            # the output layer with a centre map added or dropped: the classes' rows carried over
+            rows = min(value.shape[0], state[key].shape[0])
+            taken[key] = value.clone()
+            taken[key][:rows] = state[key][:rows]
+            if value.shape[0] > rows:
+                fresh.append(key)
         elif key.rsplit(".", 1)[0] in norm_names:
             taken[key] = value
             fresh.append(key)
@@ -128,4 +143,4 @@ def load_init_state(model, state: dict) -> None:
             raise ConfigError(f"init_from: weight {key!r} is missing or of another shape in the model it starts from")
     model.load_state_dict(taken)
     if fresh:
-        LOG.info("init_from: %d normalisation tensors start afresh (%s, ...)", len(fresh), fresh[0])
+        LOG.info("init_from: %d tensors start afresh (%s, ...)", len(fresh), fresh[0])
