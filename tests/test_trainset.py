@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from pipeline.errors import InputError
-from pipeline.groundtruth import manifest as manifest_mod
+from pipeline.io import atomic as atomic_mod
 from pipeline.groundtruth.trainset import TrainingSet, class_balance
 
 
@@ -165,10 +165,12 @@ def test_manifest_written_atomically(tmp_path, rng, monkeypatch):
     _add(ts, rng, "a")
     before = (tmp_path / "ts" / "manifest.json").read_bytes()
 
-    def failing_dump(*args, **kwargs):
+    def failing_fsync(*args, **kwargs):
         raise OSError("killed while writing")
 
-    monkeypatch.setattr(manifest_mod.json, "dump", failing_dump)  # the manifest is written by pipeline.groundtruth.manifest
+    # the manifest is written by pipeline.groundtruth.manifest through pipeline.io.atomic: fail
+    # after its temporary file has been written, before the rename
+    monkeypatch.setattr(atomic_mod.os, "fsync", failing_fsync)
     with pytest.raises(OSError):
         _add(ts, rng, "b")
     monkeypatch.undo()

@@ -6,13 +6,13 @@ See :mod:`pipeline.groundtruth.trainset` for the folder it describes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io.atomic import write_atomic
 
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -45,17 +45,8 @@ def _next_step(folder: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``data`` as JSON atomically (:func:`pipeline.io.atomic.write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def jsonable(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import io
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config.train import LabelingConfig, UNetConfig
 from pipeline.errors import InputError
+from pipeline.io.atomic import write_atomic
 from pipeline.preprocess.normalize import percentile_normalize
 from pipeline.segment.card import CARD_NAME, CardBase, validate_card
 from pipeline.segment.unet.network import UNet3D, fold_batchnorm
@@ -121,16 +122,6 @@ def build_model(architecture: UNetConfig | dict[str, Any]) -> UNet3D:
     return UNet3D(**architecture.model_dump())
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_model(model: torch.nn.Module, card: ModelCard, folder: str | Path) -> Path:
     """Write ``weights.pt`` and ``model.json`` into ``folder`` (each atomically).
 
@@ -142,9 +133,11 @@ def save_model(model: torch.nn.Module, card: ModelCard, folder: str | Path) -> P
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(folder / card.weights, lambda p: torch.save(state, p))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(folder / card.weights, buffer.getvalue())
     text = json.dumps(card.model_dump(mode="json"), indent=2) + "\n"
-    _atomic_write_bytes(folder / CARD_NAME, lambda p: p.write_text(text))
+    write_atomic(folder / CARD_NAME, text)
     return folder
 
 
