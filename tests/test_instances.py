@@ -133,3 +133,56 @@ def test_seeds_are_6_connected(second):
     assert label_components(sem, connectivity=26).max() == 1  # one object to a 26-connected labeller
     labels = label_nuclei(sem, erode_xy=0, min_seed_size=1, min_size=0, elevation="distance")
     assert int(labels.max()) == 2
+
+
+# -- maxima seeds: one seed per nucleus where the blob of nucleus class covers two --------------
+def stacked_pair(dip: float):
+    """Two nuclei stacked in z, 2 slices each, whose nucleus class forms one 4-slice blob.
+
+    p(nucleus) is above every seed threshold on all 4 slices (the axial blur left no edge
+    between them) but dips by ``dip`` on the two slices where they meet.
+    """
+    shape = (8, 24, 24)
+    disc = ellipsoid((1, 24, 24), (0, 12, 12), (1, 7, 7))[0]
+    truth = np.zeros(shape, np.uint32)
+    truth[2:4][:, disc] = 1
+    truth[4:6][:, disc] = 2
+    p_nuc = np.zeros(shape, np.float32)
+    for z, level in zip(range(2, 6), (0.95, 0.95 - dip, 0.95 - dip, 0.94)):
+        p_nuc[z][disc] = level
+    yy, xx = np.mgrid[:24, :24]
+    p_nuc *= (1.0 - 0.02 * np.hypot(yy - 12, xx - 12) / 7)[None]  # a peak at each nucleus' centre
+    p_edge = np.where(p_nuc > 0, 0.03, 0.0).astype(np.float32)
+    probs = np.stack([1 - p_nuc - p_edge, p_edge, p_nuc])
+    return probs, truth
+
+
+def test_maxima_seeds_split_nuclei_stacked_in_z():
+    probs, truth = stacked_pair(dip=0.15)
+    interior = label_nuclei(probs, seed_threshold=0.5, erode_xy=0, min_size=5)
+    assert interior.max() == 1  # one 6-connected interior over both nuclei: merged
+    maxima = label_nuclei(probs, seed_threshold=0.5, min_size=5, seeds="maxima", seed_footprint=(3, 5, 5), seed_smooth=(0, 0.8, 0.8))
+    assert maxima.max() == 2
+    for t in (1, 2):
+        assert max(iou(truth == t, maxima == k) for k in (1, 2)) > 0.9
+
+
+def test_maxima_seeds_footprint_and_threshold():
+    probs, truth = stacked_pair(dip=0.15)
+    # a footprint deep enough to reach the other nucleus' peak leaves one maximum
+    assert label_nuclei(probs, seed_threshold=0.5, min_size=5, seeds="maxima", seed_footprint=(7, 5, 5)).max() == 1
+    # maxima at or below the seed threshold seed nothing
+    assert label_nuclei(probs, seed_threshold=0.96, min_size=5, seeds="maxima").max() == 0
+    with pytest.raises(ValueError, match="seeds must be"):
+        label_nuclei(probs, seeds="peaks")
+
+
+def test_labelling_scaled_to_a_finer_grid():
+    from pipeline.config.train import LabelingConfig
+    from pipeline.segment.backends.unet import scale_labeling
+
+    lab = LabelingConfig(min_size=16, min_seed_size=4, erode_xy=2, seeds="maxima", seed_footprint=[3, 5, 5], seed_smooth=[0.0, 0.8, 0.8])
+    fine = scale_labeling(lab, (0.5, 0.5, 0.5))  # data twice as fine per axis as the model's grid
+    assert fine.min_size == 128 and fine.min_seed_size == 32 and fine.erode_xy == 4
+    assert fine.seed_footprint == [5, 9, 9] and fine.seed_smooth == [0.0, 1.6, 1.6]
+    assert scale_labeling(lab, (1.0, 1.0, 1.0)).seed_footprint == [3, 5, 5]

@@ -131,7 +131,8 @@ def test_outputs_and_model_card(trainset, tmp_path):
     assert {i["id"]: i["split"] for i in card.training["items"]} == {"s0": "train", "s1": "train", "s2": "train", "s3": "val"}
     assert card.training["steps"] == 6 and card.command == "spheroid train -c x.yaml"
     rows = card.metrics["labeling_tuning"]  # thresholds chosen on the val volume after training
-    assert len(rows) == 16 and card.labeling.include_edge is False  # the fixture's edges lie outside the nuclei
+    assert len(rows) == 40 and card.labeling.include_edge is False  # 2 seed modes x 5 x 4 thresholds; the fixture's edges lie outside
+    assert {r["seeds"] for r in rows} == {"interior", "maxima"}
     best = max(rows, key=lambda r: r["match_f1"])
     assert best["match_f1"] == max(r["match_f1"] for r in rows if r["seed_threshold"] == card.labeling.seed_threshold and r["foreground_threshold"] == card.labeling.foreground_threshold)
     table = pd.read_csv(tmp_path / "metrics.csv")
@@ -250,3 +251,30 @@ def test_cli_voxel_size_from_the_trainset_unless_given(trainset, tmp_path):
     card = json.loads((tmp_path / "b" / "model" / "model.json").read_text())
     assert card["voxel_size"] == [5.0, 0.62, 0.62]
     assert {tuple(i["shape"]) for i in card["training"]["items"]} == {(8, 80, 80)}  # resampled to the finer voxels
+
+
+def test_tune_labeling_command_updates_the_card(trainset, tmp_path):
+    """`spheroid tune-labeling` re-chooses a trained model's labelling on a split and records the grid."""
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import cli
+    from pipeline.segment.unet.card import load_card
+    from pipeline.train.heldout import evaluate_model
+
+    result = train(tiny_config(trainset, tmp_path, max_steps=3), progress=False)
+    before = load_card(result.model_dir)
+    run = CliRunner().invoke(cli, ["tune-labeling", str(result.model_dir), "--trainset", str(trainset)], obj={})
+    assert run.exit_code == 0, run.output
+    assert run.output.startswith("val (1 volumes): instance F1@0.5") and "card updated" in run.output
+    card = load_card(result.model_dir)
+    tuned = card.metrics["labeling_tuned_on"]
+    assert tuned["split"] == "val" and tuned["items"] == ["s3"] and tuned["match_f1"] >= tuned["match_f1_before"]
+    rows = card.metrics["labeling_tuning"]
+    assert len(rows) == 40 and rows[0]["seeds"] == before.labeling.seeds  # the card's own settings first
+    best = max(rows, key=lambda r: r["match_f1"])
+    assert card.labeling.seeds == best["seeds"] and card.labeling.seed_threshold == best["seed_threshold"]
+    assert card.architecture == before.architecture and card.metrics["best_step"] == before.metrics["best_step"]
+    # the card's new labelling is what the model now segments with
+    assert evaluate_model(result.model_dir, trainset, split="val")["metrics"]["synthetic"]["match_f1"] == pytest.approx(tuned["match_f1"])
+    run = CliRunner().invoke(cli, ["tune-labeling", str(result.model_dir), "--trainset", str(trainset), "--split", "test"], obj={})
+    assert run.exit_code == 1 and "no 'test' items" in run.output

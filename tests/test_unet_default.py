@@ -34,7 +34,7 @@ def test_card_describes_the_training(default_model):
     # the figure with its own labelling beside
     key = "seed_centre" if card.architecture.centre else "seed_threshold"
     tuned = [r for r in card.metrics["labeling_tuning"] if r[key] == getattr(card.labeling, key)
-             and r["foreground_threshold"] == card.labeling.foreground_threshold]
+             and r["foreground_threshold"] == card.labeling.foreground_threshold and r.get("seeds", "interior") == card.labeling.seeds]
     assert tuned
     if card.metrics["best"]["computed_with"].startswith("the card's labeling"):
         own = card.metrics["best"]

@@ -189,6 +189,7 @@ CASES = [
     Case("convert: --out where no store can be made", nothing, ("convert", "d/raw", "--out", "/proc/x.zarr"), ("/proc/x.zarr", "cannot create"), stores=()),
     Case("model-card: no such model folder", nothing, ("model-card", "nomodel"), ("nomodel", "model folder not found"), stores=()),
     Case("test-model: no such model folder", nothing, ("test-model", "nomodel", "--trainset", "ts"), ("nomodel", "model folder not found"), stores=()),
+    Case("tune-labeling: no such model folder", nothing, ("tune-labeling", "nomodel", "--trainset", "ts"), ("nomodel", "model folder not found"), stores=()),
     Case("segment: no nuclear channel, no config", single_channel_store, ("segment", "one.zarr", "-w", "1"), ("one.zarr", "no channel 'Hoechst'", "--channel"), stores=("one.zarr",)),
 ]
 

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "train": "pipeline.cli.train:train",
     "test-model": "pipeline.cli.train:test_model",
     "model-card": "pipeline.cli.train:model_card",
+    "tune-labeling": "pipeline.cli.train:tune_labeling",
     "cellcycle": "pipeline.cli.cellcycle:cellcycle",
     "track": "pipeline.cli.cellcycle:track",
     "run": "pipeline.cli.run:run",

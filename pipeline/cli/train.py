@@ -109,6 +109,25 @@ def test_model(model: Path, trainset: Path, split: str, device: str, update_card
         click.echo(f"{split} {name}: {pixels}instances F1@0.5 {m['match_f1']:.3f} ({m['n_true']} true, {m['n_pred']} predicted)")
 
 
+@click.command("tune-labeling")
+@click.argument("model", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--trainset", required=True, type=click.Path(file_okay=False, path_type=Path), help="Training-set folder with the items to tune on.")
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True, help="Split to tune on (not one you report held-out figures on).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def tune_labeling(model: Path, trainset: Path, split: str, device: str) -> None:
+    """Choose a U-Net MODEL's labelling again (seed mode, seed and foreground thresholds) on a split, and store it in its card.
+
+    `spheroid train` does this on its val split after training; this re-does it for a trained
+    model, e.g. after a new labelling option, or on val items of your own data.
+    """
+    from pipeline.train.heldout import tune_model_labeling
+
+    result = tune_model_labeling(model, trainset, split=split, device=device)
+    after = result["after"]
+    click.echo(f"{split} ({len(result['items'])} volumes): instance F1@0.5 {result['match_f1_before']:.3f} -> {result['match_f1']:.3f} "
+               f"with {after['seeds']} seeds, seed {after['seed_threshold']:.2f}, foreground {after['foreground_threshold']:.2f}; card updated: {model}")
+
+
 @click.command("model-card")
 @click.argument("model", type=click.Path(file_okay=False, path_type=Path))
 def model_card(model: Path) -> None:

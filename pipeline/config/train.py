@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -166,6 +166,15 @@ class LabelingConfig(StrictModel):
     """Models with the centre output: seeds are the connected regions where the predicted centre
     map exceeds this (one per nucleus); the watershed then runs on the centre map.
     ``seed_threshold``, ``erode_xy``, ``elevation`` and ``min_seed_size`` are not used then."""
+    seeds: Literal["interior", "maxima"] = "interior"
+    """Seeds: connected components of the confident interior (``interior``), or the local maxima of
+    p(nucleus) above ``seed_threshold`` (``maxima``: one seed per nucleus also where two nuclei
+    merge into one blob of nucleus class, e.g. stacked in z under the axial blur)."""
+    seed_footprint: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 5, 5], min_length=3, max_length=3)
+    """``maxima``: neighbourhood (z, y, x voxels of the model's grid) a seed is the maximum of;
+    about half a nucleus."""
+    seed_smooth: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.0, 0.8, 0.8], min_length=3, max_length=3)
+    """``maxima``: Gaussian sigma (z, y, x voxels of the model's grid) applied to p(nucleus) first."""
     include_edge: bool | None = None
     """Instances keep the edge voxels they grow into (true: the ground truth's ``inner`` edges, which
     lie inside each instance) or are cut back to the nucleus class (false: the thesis' ``outer``

@@ -18,7 +18,7 @@ from pipeline.errors import InputError
 from pipeline.evaluate import matching, pool
 from pipeline.evaluate.pixel import confusion_matrix
 from pipeline.groundtruth.trainset import TrainingSet
-from pipeline.segment.card import card_backend, read_card_json, write_card_json
+from pipeline.segment.card import card_backend, read_card_json, validate_card, write_card_json
 from pipeline.train.data import load_volumes
 from pipeline.train.validate import CLASSES, MATCH_KEYS, class_metrics
 
@@ -88,11 +88,7 @@ def evaluate_model(
     segmenter = BACKENDS[backend](SegmentConfig(backend=backend, model=str(model_dir), device=device))
     card = segmenter.card
     ts = TrainingSet.open(trainset)
-    wanted = {name for spec in card.channels for name in spec.split("|")}
-    volumes = [v for v in load_volumes(ts, split, normalization=card.normalization, voxel_size=card.voxel_size, tolerance=card.voxel_tolerance)
-               if v.channel in wanted or not wanted]
-    if not volumes:
-        raise InputError(f"{ts.root}: no {split!r} items of channel(s) {card.channels}")
+    volumes = _split_volumes(card, ts, split)
     groups: dict[str, list] = {}
     for vol in volumes:
         groups.setdefault(vol.source, []).append(vol)
@@ -111,10 +107,80 @@ def evaluate_model(
     }
 
 
+def _split_volumes(card, ts: TrainingSet, split: str) -> list:
+    """The items of ``split`` in the model's channel(s), at its voxel size and normalisation."""
+    wanted = {name for spec in card.channels for name in spec.split("|")}
+    volumes = [v for v in load_volumes(ts, split, normalization=card.normalization, voxel_size=card.voxel_size, tolerance=card.voxel_tolerance)
+               if v.channel in wanted or not wanted]
+    if not volumes:
+        raise InputError(f"{ts.root}: no {split!r} items of channel(s) {card.channels}")
+    return volumes
+
+
+def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: str = "val", device: str = "cpu", threshold: float = 0.5) -> dict[str, Any]:
+    """Choose a trained U-Net's labelling again on one split and store it in its card.
+
+    The grid of :func:`pipeline.train.validate.choose_labeling` (seed mode, seed and
+    foreground thresholds) on the probabilities ``spheroid segment`` computes; the best
+    settings replace the card's ``labeling``, the grid goes under ``metrics.labeling_tuning``
+    and ``MODEL.md`` is rewritten. Only a split the model was not trained on should be used
+    (``val``: the one training selected the model on).
+
+    Returns
+    -------
+    dict
+        ``{"split", "trainset", "items", "before", "after", "match_f1_before", "match_f1", "rows"}``.
+
+    Raises
+    ------
+    InputError
+        When the model is not a U-Net or the split has no item of its channel(s).
+    """
+    from pipeline.segment.backends import BACKENDS
+    from pipeline.segment.unet.card import ModelCard
+    from pipeline.train.validate import choose_labeling
+
+    backend = card_backend(model_dir)
+    if backend != "unet":
+        raise InputError(f"{model_dir}: tune-labeling applies to U-Net models (the labelling of {backend} is its own)")
+    segmenter = BACKENDS[backend](SegmentConfig(backend=backend, model=str(model_dir), device=device))
+    card = segmenter.card
+    ts = TrainingSet.open(trainset)
+    volumes = _split_volumes(card, ts, split)
+    cases = []
+    for vol in volumes:
+        z, y, x = vol.shape
+        cases.append((segmenter.probabilities(vol.image[0, :z, :y, :x]), vol.instances[:z, :y, :x]))
+    best, rows = choose_labeling(cases, card.labeling, voxel_size=card.voxel_size, match_threshold=threshold)
+    before = rows[0]["match_f1"]  # the card's own settings come first
+    pooled = pool([matching(truth, segmenter_label(probs, best, card), thresh=threshold) for probs, truth in cases])
+    after = float(pooled.f1)
+    own = {**{f"match_{k}": round(float(getattr(pooled, k)), 5) for k in MATCH_KEYS}, "n_true": int(pooled.n_true), "n_pred": int(pooled.n_pred),
+           "computed_with": f"the card's labeling, inference tiles and precision (spheroid tune-labeling on split {split})"}
+    metrics = {**card.metrics, "labeling_tuning": rows, "card_labeling": own,
+               "labeling_tuned_on": {"split": split, "trainset": str(ts.root), "items": [v.id for v in volumes], "match_f1_before": round(before, 4), "match_f1": round(after, 4)}}
+    if isinstance(metrics.get("best"), dict) and str(metrics["best"].get("computed_with", "")).startswith("the card's labeling"):
+        metrics["best"] = {**metrics["best"], "computed_with": "the labeling the card had before spheroid tune-labeling"}
+    write_card_json(card.model_copy(update={"labeling": best, "metrics": metrics}), model_dir)
+    validate_card(ModelCard, model_dir)
+    from pipeline.train.modelcard import write_model_md
+
+    write_model_md(model_dir)
+    LOG.info("%s: labelling %s -> %s seeds, seed %.2f, foreground %.2f: instance F1 %.3f -> %.3f on %d %s volume(s)",
+             model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, before, after, len(volumes), split)
+    return {"split": split, "trainset": str(ts.root), "items": [v.id for v in volumes], "before": card.labeling.model_dump(),
+            "after": best.model_dump(), "match_f1_before": before, "match_f1": after, "rows": rows}
+
+
+def segmenter_label(probs: np.ndarray, labeling, card) -> np.ndarray:
+    """Instances from a U-Net's probabilities with ``labeling`` (as :meth:`UNetSegmenter.label` with the card's)."""
+    from pipeline.segment.instances import label_with
+
+    return label_with(probs, labeling, card.voxel_size)
+
+
 def record_in_card(model_dir: str | Path, result: dict[str, Any]) -> None:
     """Store a held-out result (main metrics only) under ``metrics.heldout`` of the model card (and rewrite ``MODEL.md``)."""
-    from pipeline.segment.card import validate_card
-
     backend = card_backend(model_dir)
     data = read_card_json(model_dir)
     slim = {

@@ -136,20 +136,23 @@ def tune_labeling(
     precision: str = "fp32",
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     match_threshold: float = 0.5,
-    seed_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
+    seed_thresholds: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8),
     foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
+    seed_modes: Sequence[str] = ("interior", "maxima"),
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
     Each volume is predicted once; every combination of ``seed_thresholds`` (of the
     predicted centre map, ``seed_centre``, for a model with that output) and
-    ``foreground_thresholds`` is then labelled and matched (pooled over the volumes).
-    Ties keep the earlier combination, and ``labeling`` itself is among the candidates.
+    ``foreground_thresholds`` is then labelled and matched (pooled over the volumes), for each
+    of ``seed_modes`` (interior components or local maxima of p(nucleus); a model with the
+    centre map seeds from it). Ties keep the earlier combination, and ``labeling`` itself is
+    among the candidates.
 
     Returns
     -------
     (LabelingConfig, list of dict)
-        The best settings and one row per combination (``seed_threshold``,
+        The best settings and one row per combination (``seeds``, ``seed_threshold``,
         ``foreground_threshold``, ``match_f1``, ``n_pred``).
     """
     cases = []
@@ -158,19 +161,35 @@ def tune_labeling(
         image = vol.image[:, :z, :y, :x]
         probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
+    return choose_labeling(cases, labeling, voxel_size=voxel_size, match_threshold=match_threshold, seed_thresholds=seed_thresholds,
+                           foreground_thresholds=foreground_thresholds, seed_modes=seed_modes)
+
+
+def choose_labeling(
+    cases: Sequence[tuple[np.ndarray, np.ndarray]],
+    labeling: LabelingConfig,
+    *,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    match_threshold: float = 0.5,
+    seed_thresholds: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8),
+    foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
+    seed_modes: Sequence[str] = ("interior", "maxima"),
+) -> tuple[LabelingConfig, list[dict[str, float]]]:
+    """The grid search of :func:`tune_labeling` over (probabilities, true instances) pairs already predicted."""
     seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
     if seed_key == "seed_centre":  # a centre map's peaks may stay well below 1
         seed_thresholds = sorted(set(seed_thresholds) | {0.2, 0.3, 0.4})
-    first = (getattr(labeling, seed_key), labeling.foreground_threshold)
-    candidates = [first] + [(s, f) for s in seed_thresholds for f in foreground_thresholds if (s, f) != first]
+    modes = [labeling.seeds] if seed_key == "seed_centre" else list(dict.fromkeys([labeling.seeds, *seed_modes]))
+    first = (labeling.seeds, getattr(labeling, seed_key), labeling.foreground_threshold)
+    candidates = [first] + [(m, s, f) for m in modes for s in seed_thresholds for f in foreground_thresholds if (m, s, f) != first]
     rows = []
     best, best_f1 = labeling, -1.0
-    for seed, fg in candidates:
-        trial = labeling.model_copy(update={seed_key: float(seed), "foreground_threshold": float(fg)})
+    for mode, seed, fg in candidates:
+        trial = labeling.model_copy(update={"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg)})
         pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
-        rows.append({seed_key: float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        rows.append({"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
-    LOG.info("labelling tuned on %d val volume(s): %s %.2f, foreground %.2f -> instance F1 %.3f",
-             len(cases), seed_key, getattr(best, seed_key), best.foreground_threshold, best_f1)
+    LOG.info("labelling tuned on %d val volume(s): %s seeds, %s %.2f, foreground %.2f -> instance F1 %.3f",
+             len(cases), best.seeds, seed_key, getattr(best, seed_key), best.foreground_threshold, best_f1)
     return best, rows

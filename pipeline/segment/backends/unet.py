@@ -81,11 +81,20 @@ class UNetSegmenter(ModelSegmenter):
         probs = self.probabilities(image)
         fine = np.stack([resample_image(channel, shape) for channel in probs])
         del probs
-        per_voxel = float(np.prod(zoom))  # model voxels per data voxel
-        lab = self.card.labeling
-        scaled = lab.model_copy(update={
-            "min_size": int(round(lab.min_size / per_voxel)),
-            "min_seed_size": max(1, int(round(lab.min_seed_size / per_voxel))),
-            "erode_xy": int(round(lab.erode_xy / float(min(zoom[1:])))),
-        })
-        return label_with(fine, scaled, voxel_size)
+        return label_with(fine, scale_labeling(self.card.labeling, zoom), voxel_size)
+
+
+def scale_labeling(lab, zoom):
+    """The labelling settings (in the model's voxels) for a grid ``1 / zoom`` times finer per axis.
+
+    Voxel counts scale with the volume of a voxel, the y-x erosion with the y-x zoom, and
+    the maxima seeds' footprint (odd sizes) and smoothing with each axis' zoom.
+    """
+    per_voxel = float(np.prod(zoom))  # model voxels per data voxel
+    return lab.model_copy(update={
+        "min_size": int(round(lab.min_size / per_voxel)),
+        "min_seed_size": max(1, int(round(lab.min_seed_size / per_voxel))),
+        "erode_xy": int(round(lab.erode_xy / float(min(zoom[1:])))),
+        "seed_footprint": [max(1, 2 * int(round((f / z - 1) / 2)) + 1) for f, z in zip(lab.seed_footprint, zoom)],
+        "seed_smooth": [float(s) / float(z) for s, z in zip(lab.seed_smooth, zoom)],
+    })
