@@ -186,3 +186,21 @@ def test_labelling_scaled_to_a_finer_grid():
     assert fine.min_size == 128 and fine.min_seed_size == 32 and fine.erode_xy == 4
     assert fine.seed_footprint == [5, 9, 9] and fine.seed_smooth == [0.0, 1.6, 1.6]
     assert scale_labeling(lab, (1.0, 1.0, 1.0)).seed_footprint == [3, 5, 5]
+
+
+def test_maxima_seeds_found_on_the_model_grid_and_placed_on_a_finer_one():
+    from pipeline.config.train import LabelingConfig
+    from pipeline.segment.instances import maxima_seeds_on
+
+    probs, _ = stacked_pair(dip=0.15)  # peaks at z 2 and 5, y-x centre (12, 12)
+    lab = LabelingConfig(seeds="maxima", seed_threshold=0.5, foreground_threshold=0.5)
+    fine = maxima_seeds_on(probs, lab, (16, 48, 48))  # twice as fine per axis
+    assert fine.dtype == np.uint32 and fine.max() == 2 and (fine > 0).sum() == 2
+    zs, ys, xs = np.nonzero(fine)
+    assert sorted(zs) == [4, 10] and set(ys) == {24} and set(xs) == {24}  # (2, 12, 12) -> (4.5 - 0.5, 24.5 - 0.5, ...)
+    # the same seeds as labelling on the model's grid finds there
+    same = maxima_seeds_on(probs, lab, probs.shape[1:])
+    assert sorted(np.nonzero(same)[0]) == [2, 5]
+    grown = label_nuclei(probs, seed_threshold=0.5, min_size=5, seeds="maxima", markers=same)
+    assert grown.max() == 2
+    assert maxima_seeds_on(probs, lab.model_copy(update={"seed_threshold": 0.99}), (16, 48, 48)).max() == 0

@@ -81,6 +81,7 @@ def label_nuclei(
     seeds: str = "interior",
     seed_footprint: Sequence[int] = (3, 5, 5),
     seed_smooth: Sequence[float] = (0.0, 0.8, 0.8),
+    markers: np.ndarray | None = None,
 ) -> np.ndarray:
     """Label nucleus instances: seeded watershed from the confident nucleus interior.
 
@@ -124,6 +125,9 @@ def label_nuclei(
     seed_smooth : sequence of float
         ``maxima``: Gaussian sigma (z, y, x voxels) applied to p(nucleus) before the maxima are
         found; the watershed then runs on the smoothed map.
+    markers : numpy.ndarray, optional
+        ``maxima``: seeds found beforehand (uint32 labels of ``data``'s shape), e.g. by
+        :func:`maxima_seeds_on` on the model's grid; they replace the maxima search.
 
     Returns
     -------
@@ -150,9 +154,9 @@ def label_nuclei(
     if not interior.any():
         return np.zeros(interior.shape, dtype=np.uint32)
     if seeds == "maxima" and p_nucleus is not None:
-        smooth = ndi.gaussian_filter(p_nucleus, tuple(float(s) for s in seed_smooth)) if max(seed_smooth) > 0 else p_nucleus
-        peaks = (smooth >= ndi.maximum_filter(smooth, size=tuple(int(v) for v in seed_footprint))) & (smooth > seed_threshold) & foreground
-        markers = cc3d.connected_components(peaks.astype(np.uint8), connectivity=26).astype(np.uint32)
+        smooth = _smooth(p_nucleus, seed_smooth)
+        if markers is None:
+            markers = maxima_markers(smooth, foreground, seed_threshold, seed_footprint)
         landscape = -smooth if elevation == "probability" else _distance(foreground, voxel_size)
         return _grow(markers, landscape, foreground, nucleus, 1, min_size, include_edge)
 
@@ -171,6 +175,40 @@ def label_nuclei(
     else:
         landscape = _distance(foreground, voxel_size)
     return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge)
+
+
+def _smooth(p_nucleus: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    return ndi.gaussian_filter(p_nucleus, tuple(float(v) for v in sigma)) if max(sigma) > 0 else p_nucleus
+
+
+def maxima_markers(smooth: np.ndarray, foreground: np.ndarray, threshold: float, footprint: Sequence[int]) -> np.ndarray:
+    """Seeds of ``seeds="maxima"``: local maxima of the (smoothed) p(nucleus) within ``footprint``, above ``threshold``.
+
+    Touching maxima (plateaus) form one seed (26-connected); uint32 labels 1..N.
+    """
+    peaks = (smooth >= ndi.maximum_filter(smooth, size=tuple(int(v) for v in footprint))) & (smooth > threshold) & foreground
+    return cc3d.connected_components(peaks.astype(np.uint8), connectivity=26).astype(np.uint32)
+
+
+def maxima_seeds_on(probs: np.ndarray, labeling: LabelingConfig, shape: Sequence[int]) -> np.ndarray:
+    """The maxima seeds of probabilities on the model's grid, placed on a finer grid of ``shape``.
+
+    One voxel per seed, at its centroid scaled to ``shape``: where probabilities are
+    interpolated to the data's finer grid, the seeds are still found on the grid the
+    network computed them on (interpolation leaves plateaus and ridges with spurious maxima).
+    """
+    p_nucleus = np.asarray(probs[NUCLEUS], dtype=np.float32)
+    foreground = ((probs[EDGE] + probs[NUCLEUS]) > labeling.foreground_threshold) | (np.argmax(probs[: NUCLEUS + 1], axis=0) == NUCLEUS)
+    coarse = maxima_markers(_smooth(p_nucleus, labeling.seed_smooth), foreground, labeling.seed_threshold, labeling.seed_footprint)
+    out = np.zeros(tuple(shape), dtype=np.uint32)
+    n = int(coarse.max())
+    if n == 0:
+        return out
+    centres = np.asarray(ndi.center_of_mass(coarse > 0, coarse, index=np.arange(1, n + 1)), dtype=np.float64).reshape(n, 3)
+    scale = np.asarray(shape, np.float64) / np.asarray(coarse.shape, np.float64)
+    idx = np.clip(np.rint((centres + 0.5) * scale - 0.5).astype(np.int64), 0, np.asarray(shape) - 1)
+    out[idx[:, 0], idx[:, 1], idx[:, 2]] = np.arange(1, n + 1, dtype=np.uint32)
+    return out
 
 
 def _distance(foreground: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
@@ -224,7 +262,7 @@ def label_components(semantic: np.ndarray, *, connectivity: int = 6) -> np.ndarr
     return cc3d.connected_components((semantic == NUCLEUS).astype(np.uint8), connectivity=connectivity).astype(np.uint32)
 
 
-def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence[float]) -> np.ndarray:
+def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence[float], markers: np.ndarray | None = None) -> np.ndarray:
     """:func:`label_nuclei` with the parameters of a model card's ``labeling`` section."""
     return label_nuclei(
         probs,
@@ -240,4 +278,5 @@ def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence
         seeds=labeling.seeds,
         seed_footprint=labeling.seed_footprint,
         seed_smooth=labeling.seed_smooth,
+        markers=markers,
     )

@@ -74,14 +74,17 @@ class UNetSegmenter(ModelSegmenter):
         The class probabilities are interpolated (linearly) to the data's grid and labelled there,
         with the card's thresholds and its voxel-count limits scaled to the data's voxels; up-sampled
         labels would be blocky at the model's coarser grid (a nucleus two model slices thick).
+        Maxima seeds are found on the model's grid and placed on the data's.
         """
-        from pipeline.segment.instances import label_with
+        from pipeline.segment.instances import label_with, maxima_seeds_on
         from pipeline.segment.resample import resample_image
 
         probs = self.probabilities(image)
+        lab = self.card.labeling
+        markers = maxima_seeds_on(probs, lab, shape) if lab.seeds == "maxima" and probs.shape[0] == 3 else None
         fine = np.stack([resample_image(channel, shape) for channel in probs])
         del probs
-        return label_with(fine, scale_labeling(self.card.labeling, zoom), voxel_size)
+        return label_with(fine, scale_labeling(lab, zoom), voxel_size, markers=markers)
 
 
 def scale_labeling(lab, zoom):
