@@ -75,6 +75,13 @@ def test_train_then_segment_a_store(backend, trainset, plate, tmp_path, dask_cli
     assert card["format"] == f"spheroid-{backend}" and card["voxel_size"] == list(VOXEL)
     assert card["nucleus_diameter_um"] > 0 and card["channels"] == ["Hoechst"]
     assert card["training"]["steps"] == 2 and card["metrics"]["best"]["n_true"] > 0
+    # scored on the val volume's true nuclei as stored (Cellpose renumbers label slices in place:
+    # its training must not reach the val volumes' 3D instances)
+    from pipeline.config.train import TrainConfig
+    from pipeline.train.common import load_split_volumes, unpadded
+
+    _, _, _, val = load_split_volumes(TrainConfig(trainset=str(trainset), validation={"max_volumes": 1}))
+    assert card["metrics"]["best"]["n_true"] == sum(len(np.unique(unpadded(v)[1])) - 1 for v in val)
     assert card["normalization"] == {"low": 1.0, "high": 99.8, "clip": False}
     config = SegmentConfig(backend=backend, model=model, device="cpu")
     summary = run_segment(plate, config, client=dask_client, progress=False)
@@ -104,3 +111,22 @@ def test_model_of_another_backend_is_named(tmp_path):
 def test_missing_library_names_the_extra():
     with pytest.raises(MissingDependencyError, match=r"pip install 'spheroid\[stardist\]'"):
         require("stardist_not_installed_here", "stardist")
+
+
+def test_cellpose_training_slices_are_copies():
+    """Cellpose renumbers its label slices in place; they must not be views of the volumes."""
+    from pipeline.train.cellpose import slices_2d
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((4, 16, 16), np.uint32)
+    labels[:, 2:6, 2:6] = 7
+    labels[:, 9:13, 9:13] = 9
+    image = rng.random((4, 16, 16)).astype(np.float32)
+    before = labels.copy()
+    images, masks = slices_2d(image, labels, 2.0, ortho=True, min_masks=1)
+    assert len(masks) > 4
+    for m in masks:
+        m[m > 0] = 1  # what Cellpose's renumbering does to a slice
+    for i in images:
+        i[:] = 0
+    assert np.array_equal(labels, before) and image.any()

@@ -47,8 +47,10 @@ def slices_2d(image: np.ndarray, labels: np.ndarray, anisotropy: float, *, ortho
 
     def take(img2, lab2):
         if len(np.unique(lab2)) - 1 >= max(1, min_masks):
-            images.append(np.ascontiguousarray(img2, np.float32))
-            masks.append(np.ascontiguousarray(lab2, np.uint32))
+            # copies: Cellpose renumbers the label slices in place (dynamics.labels_to_flows), which
+            # would rewrite the volumes' 3D instances through a view (val scores on corrupted truth)
+            images.append(np.array(img2, np.float32, copy=True))
+            masks.append(np.array(lab2, np.uint32, copy=True))
 
     for z in range(image.shape[0]):
         take(image[z], labels[z])
