@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,6 +126,12 @@ def validate(
     return out
 
 
+#: The labelling search's grid (:func:`tune_labeling`, :func:`choose_labeling`).
+SEED_THRESHOLDS = (0.2, 0.35, 0.5, 0.65, 0.8)
+FOREGROUND_THRESHOLDS = (0.35, 0.5, 0.65, 0.8)
+SEED_MODES = ("interior", "maxima")
+
+
 def tune_labeling(
     model: torch.nn.Module,
     volumes: Sequence[Volume],
@@ -134,11 +141,7 @@ def tune_labeling(
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-    match_threshold: float = 0.5,
-    seed_thresholds: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8),
-    foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
-    seed_modes: Sequence[str] = ("interior", "maxima"),
+    **search: Any,
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """Choose the labelling thresholds with the best instance F1 on validation volumes.
 
@@ -147,7 +150,9 @@ def tune_labeling(
     ``foreground_thresholds`` is then labelled and matched (pooled over the volumes), for each
     of ``seed_modes`` (interior components or local maxima of p(nucleus); a model with the
     centre map seeds from it). Ties keep the earlier combination, and ``labeling`` itself is
-    among the candidates.
+    among the candidates. ``search``: the keyword arguments of :func:`choose_labeling`
+    (``voxel_size``, ``match_threshold``, ``seed_thresholds``, ``foreground_thresholds``,
+    ``seed_modes``).
 
     Returns
     -------
@@ -161,8 +166,7 @@ def tune_labeling(
         image = vol.image[:, :z, :y, :x]
         probs = predict_volume(model, image, tile=_tile(tile, image.shape[1:], overlap, model), overlap=overlap, device=device, precision=precision)
         cases.append((probs, vol.instances[:z, :y, :x]))
-    return choose_labeling(cases, labeling, voxel_size=voxel_size, match_threshold=match_threshold, seed_thresholds=seed_thresholds,
-                           foreground_thresholds=foreground_thresholds, seed_modes=seed_modes)
+    return choose_labeling(cases, labeling, **search)
 
 
 def choose_labeling(
@@ -171,9 +175,9 @@ def choose_labeling(
     *,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     match_threshold: float = 0.5,
-    seed_thresholds: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8),
-    foreground_thresholds: Sequence[float] = (0.35, 0.5, 0.65, 0.8),
-    seed_modes: Sequence[str] = ("interior", "maxima"),
+    seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
+    foreground_thresholds: Sequence[float] = FOREGROUND_THRESHOLDS,
+    seed_modes: Sequence[str] = SEED_MODES,
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """The grid search of :func:`tune_labeling` over (probabilities, true instances) pairs already predicted."""
     seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
