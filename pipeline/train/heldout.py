@@ -137,6 +137,7 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
         When the model is not a U-Net or the split has no item of its channel(s).
     """
     from pipeline.segment.backends import BACKENDS
+    from pipeline.segment.instances import label_with
     from pipeline.segment.unet.card import ModelCard
     from pipeline.train.validate import choose_labeling
 
@@ -153,7 +154,7 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
         cases.append((segmenter.probabilities(vol.image[0, :z, :y, :x]), vol.instances[:z, :y, :x]))
     best, rows = choose_labeling(cases, card.labeling, voxel_size=card.voxel_size, match_threshold=threshold)
     before = rows[0]["match_f1"]  # the card's own settings come first
-    pooled = pool([matching(truth, segmenter_label(probs, best, card), thresh=threshold) for probs, truth in cases])
+    pooled = pool([matching(truth, label_with(probs, best, card.voxel_size), thresh=threshold) for probs, truth in cases])
     after = float(pooled.f1)
     own = {**{f"match_{k}": round(float(getattr(pooled, k)), 5) for k in MATCH_KEYS}, "n_true": int(pooled.n_true), "n_pred": int(pooled.n_pred),
            "computed_with": f"the card's labeling, inference tiles and precision (spheroid tune-labeling on split {split})"}
@@ -170,13 +171,6 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
              model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, before, after, len(volumes), split)
     return {"split": split, "trainset": str(ts.root), "items": [v.id for v in volumes], "before": card.labeling.model_dump(),
             "after": best.model_dump(), "match_f1_before": before, "match_f1": after, "rows": rows}
-
-
-def segmenter_label(probs: np.ndarray, labeling, card) -> np.ndarray:
-    """Instances from a U-Net's probabilities with ``labeling`` (as :meth:`UNetSegmenter.label` with the card's)."""
-    from pipeline.segment.instances import label_with
-
-    return label_with(probs, labeling, card.voxel_size)
 
 
 def record_in_card(model_dir: str | Path, result: dict[str, Any]) -> None:
