@@ -111,6 +111,20 @@ def test_predict_single_tile_equals_forward_of_padded_volume(rng):
     assert net.training is False
 
 
+def test_predict_runs_channels_last_and_leaves_the_model_as_it_was(rng):
+    torch.manual_seed(0)
+    net = UNet3D(features=(4, 8)).eval()
+    volume = rng.normal(size=(4, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(volume)[None, None]), 1)[0].numpy()
+    np.testing.assert_allclose(predict_volume(net, volume, tile=(4, 16, 16), device="cpu"), ref, atol=1e-5)
+    assert all(p.is_contiguous() for p in net.parameters())  # training keeps its layout
+    net = net.to(memory_format=torch.channels_last_3d)
+    predict_volume(net, volume, tile=(4, 16, 16), device="cpu")
+    weights = [p for p in net.parameters() if p.dim() == 5]
+    assert all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in weights)
+
+
 def test_predict_tiled_unet_is_close_to_one_shot_and_normalised(rng):
     torch.manual_seed(0)
     net = UNet3D(features=(4, 8)).eval()
