@@ -38,6 +38,10 @@ def test_model_md_says_what_a_biologist_needs(tmp_path):
     failures = text.split("## Where it is known to fail")[1]
     assert "held-out real:ovule-nuclei-3d it finds few nuclei right: instance F1 0.10 on 26 nuclei" in failures
     assert "misses nuclei more often" in failures and "only 26 nuclei" in failures
+    tuned = card["metrics"]["card_labeling"]  # re-chosen by tune-labeling: its figure is shown too
+    assert f"Validation with the card's labelling (re-chosen on split `val`" in text and f"instance F1 {tuned['match_f1']:.2f}" in text
+    del card["metrics"]["card_labeling"]
+    assert "Validation with the card's labelling" not in model_md(card, folder=tmp_path)
 
 
 def test_model_md_without_validation_or_heldout(tmp_path):

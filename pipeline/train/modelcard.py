@@ -195,6 +195,10 @@ def _figures(metrics: dict[str, Any]) -> list[str]:
     if "match_f1" in best:
         step = metrics.get("best_step")
         out.append(f"- Validation (`val` volumes{f', best step {step}' if step else ''}): {_f1_line(best)}.")
+        tuned = {k: v for k, v in (metrics.get("card_labeling") or {}).items() if isinstance(v, (int, float))}
+        if "match_f1" in tuned:
+            out.append(f"- Validation with the card's labelling (re-chosen on split `{(metrics.get('labeling_tuned_on') or {}).get('split', 'val')}` "
+                       f"by `spheroid tune-labeling`): {_f1_line(tuned)}.")
     else:
         out.append("- Validation: none (no `val` volumes): nothing measured how well this model segments.")
     heldout = metrics.get("heldout") or {}
