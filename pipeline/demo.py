@@ -68,7 +68,8 @@ def plate_layout(config: DemoConfig) -> dict[str, dict[str, Any]]:
 def experiment_document(config: DemoConfig) -> dict[str, Any]:
     """The experiment file of the demo (paths relative to the demo folder)."""
     sections = {name: getattr(config, name).model_dump(mode="json", exclude={"cluster"}) for name in ("convert", "preprocess", "segment", "evaluate", "cellcycle", "track")}
-    sections["segment"].pop("channel", None)
+    if not isinstance(sections["segment"]["channel"], list):
+        sections["segment"].pop("channel")  # the nuclear role sets it
     sections["cellcycle"].pop("channels", None)
     return {
         "name": "spheroid demo plate",

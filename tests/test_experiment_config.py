@@ -67,6 +67,13 @@ def test_a_stage_section_may_not_contradict_the_roles(tmp_path):
         load(tmp_path, voxel_size=[5, 1, 1], convert={"voxel_size": [4, 1, 1]})
 
 
+def test_segmentation_may_combine_channels_beside_the_nuclear_role(tmp_path):
+    config = load(tmp_path, channels={"nuclear": "DAPI", "red": "Cy3", "green": "GFP"}, segment={"channel": ["DAPI", "Cy3"], "combine": "max"})
+    seg = config.stage_config("segment")
+    assert seg.channel == ["DAPI", "Cy3"] and seg.combine == "max"
+    assert config.stage_config("cellcycle").channels.nuclear == "DAPI"
+
+
 def test_the_shipped_example_and_the_demo_document_validate():
     from pipeline.config.demo import DEMO_DOSES, DemoConfig
     from pipeline.demo import experiment_document

@@ -204,3 +204,51 @@ def test_maxima_seeds_found_on_the_model_grid_and_placed_on_a_finer_one():
     grown = label_nuclei(probs, seed_threshold=0.5, min_size=5, seeds="maxima", markers=same)
     assert grown.max() == 2
     assert maxima_seeds_on(probs, lab.model_copy(update={"seed_threshold": 0.99}), (16, 48, 48)).max() == 0
+
+
+def blurred_nucleus():
+    """One nucleus 2 slices thick whose foreground the axial blur spreads a slice above and below,
+    where only a narrower cap passes the threshold (what predicted masks do at 5 um per slice)."""
+    shape = (8, 24, 24)
+    disc = ellipsoid((1, 24, 24), (0, 12, 12), (1, 7, 7))[0]
+    cap = ellipsoid((1, 24, 24), (0, 12, 12), (1, 3, 3))[0]
+    truth = np.zeros(shape, np.uint32)
+    truth[3:5][:, disc] = 1
+    p_fg = np.zeros(shape, np.float32)
+    p_fg[3:5][:, disc] = 0.95
+    p_fg[2][cap] = p_fg[5][cap] = 0.7
+    p_nuc = np.where(p_fg > 0.9, 0.8, 0.0).astype(np.float32)
+    probs = np.stack([1 - p_fg, p_fg - p_nuc, p_nuc])
+    return probs, truth
+
+
+def test_z_trim_cuts_the_blurred_end_slices_only():
+    from pipeline.segment.instances import trim_z
+
+    probs, truth = blurred_nucleus()
+    kwargs = dict(seed_threshold=0.5, erode_xy=0, min_size=5, include_edge=True)
+    plain = label_nuclei(probs, **kwargs)
+    assert sorted(np.unique(np.nonzero(plain)[0])) == [2, 3, 4, 5]  # 4 slices for a 2-slice nucleus
+    assert iou(truth == 1, plain == 1) < 0.9
+    trimmed = label_nuclei(probs, z_trim=0.3, **kwargs)  # caps: 29 of 149 voxels per slice
+    assert iou(truth == 1, trimmed == 1) == 1.0
+    # a middle slice below the fraction stays: an instance is never cut in two
+    lab = np.zeros((5, 6, 6), np.uint32)
+    lab[0:5, 1:5, 1:5] = 1
+    lab[2] = 0
+    lab[2, 2, 2] = 1
+    lab[:, 0, 0] = 2  # a thin column: every slice is its largest
+    before = lab.copy()
+    trim_z(lab, 0.5)
+    assert np.array_equal(lab, before)
+    assert trim_z(np.zeros((3, 4, 4), np.uint32), 0.5).max() == 0
+
+
+@pytest.mark.parametrize("key,value", [("z_trim", -0.1), ("z_trim", 1.0), ("seed_footprint", [0, 5, 5]), ("seed_smooth", [0, -1, 0])])
+def test_labeling_config_rejects_bad_values_naming_the_key(key, value):
+    from pydantic import ValidationError
+
+    from pipeline.config.train import LabelingConfig
+
+    with pytest.raises(ValidationError, match=key):
+        LabelingConfig(**{key: value})

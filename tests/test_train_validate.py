@@ -54,11 +54,11 @@ def test_validate_perfect_and_shifted():
 
 def test_tune_labeling_keeps_a_perfect_setting_and_reports_all():
     labeling = LabelingConfig(min_size=5, erode_xy=0, include_edge=False)
-    best, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5, 0.9), foreground_thresholds=(0.5,))
+    best, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5, 0.9), foreground_thresholds=(0.5,), z_trims=(0.0,))
     assert best == labeling  # the given setting is perfect already and comes first
     assert [(r["seeds"], r["seed_threshold"], r["foreground_threshold"]) for r in rows] == [
         ("interior", 0.5, 0.5), ("interior", 0.9, 0.5), ("maxima", 0.5, 0.5), ("maxima", 0.9, 0.5)]
     assert rows[0]["match_f1"] == 1.0 and rows[0]["n_pred"] == 2
     only, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5,),
                                foreground_thresholds=(0.5,), seed_modes=("interior",))
-    assert [r["seeds"] for r in rows] == ["interior"]
+    assert [(r["seeds"], r["z_trim"]) for r in rows] == [("interior", 0.0), ("interior", 0.3), ("interior", 0.5)]

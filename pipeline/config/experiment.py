@@ -149,7 +149,8 @@ class ExperimentConfig(StrictModel):
     Empty: every well is its own condition and nothing is compared."""
     channels: ChannelRoles = Field(default_factory=ChannelRoles)
     """Which channel is the nuclear stain, FUCCI red, FUCCI green and the dead-cell stain
-    (names as the store has them); sets ``segment.channel`` and ``cellcycle.channels``."""
+    (names as the store has them); sets ``segment.channel`` (unless that is a list of channels
+    to combine) and ``cellcycle.channels``."""
     voxel_size: tuple[float, float, float] | None = None
     """``(z, y, x)`` voxel size in um where the files lack it; sets ``convert.voxel_size``."""
     time_step_s: float | None = Field(None, gt=0)
@@ -181,8 +182,10 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _roles_and_metadata(self) -> "ExperimentConfig":
         conflicts = []
-        if "channel" in self.segment.model_fields_set and self.segment.channel != self.channels.nuclear:
-            conflicts.append(f"segment.channel {self.segment.channel!r} differs from channels.nuclear {self.channels.nuclear!r}")
+        single = not isinstance(self.segment.channel, list)
+        if "channel" in self.segment.model_fields_set and single and self.segment.channel != self.channels.nuclear:
+            conflicts.append(f"segment.channel {self.segment.channel!r} differs from channels.nuclear {self.channels.nuclear!r} "
+                             "(a single channel is the nuclear role; a list combines channels for segmentation)")
         if "channels" in self.cellcycle.model_fields_set and self.cellcycle.channels != self.channels:
             conflicts.append("cellcycle.channels differs from channels (give the roles once, under channels)")
         for key, value in (("voxel_size", self.voxel_size), ("time_step", self.time_step_s)):
@@ -208,7 +211,8 @@ class ExperimentConfig(StrictModel):
                 update["time_step"] = self.time_step_s
             return self.convert.model_copy(update=update)
         if stage == "segment":
-            return self.segment.model_copy(update={"channel": self.channels.nuclear, "cluster": cluster})
+            combined = isinstance(self.segment.channel, list) and "channel" in self.segment.model_fields_set
+            return self.segment.model_copy(update={"channel": self.segment.channel if combined else self.channels.nuclear, "cluster": cluster})
         if stage == "cellcycle":
             return self.cellcycle.model_copy(update={"channels": self.channels, "cluster": cluster})
         if stage in ("preprocess", "evaluate"):

@@ -82,6 +82,7 @@ def label_nuclei(
     seed_footprint: Sequence[int] = (3, 5, 5),
     seed_smooth: Sequence[float] = (0.0, 0.8, 0.8),
     markers: np.ndarray | None = None,
+    z_trim: float = 0.0,
 ) -> np.ndarray:
     """Label nucleus instances: seeded watershed from the confident nucleus interior.
 
@@ -128,6 +129,9 @@ def label_nuclei(
     markers : numpy.ndarray, optional
         ``maxima``: seeds found beforehand (uint32 labels of ``data``'s shape), e.g. by
         :func:`maxima_seeds_on` on the model's grid; they replace the maxima search.
+    z_trim : float
+        Cut each instance's end slices (first and last) whose area is below this fraction of
+        its largest slice (:func:`trim_z`); 0 keeps them.
 
     Returns
     -------
@@ -150,7 +154,7 @@ def label_nuclei(
     if data.ndim == 4 and data.shape[0] == 4:
         centre = np.asarray(data[3], dtype=np.float32)
         seeds = cc3d.connected_components((centre > seed_centre) & foreground, connectivity=6).astype(np.uint32)
-        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge)  # a small nucleus has a small seed
+        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge, z_trim)  # a small nucleus has a small seed
     if not interior.any():
         return np.zeros(interior.shape, dtype=np.uint32)
     if seeds == "maxima" and p_nucleus is not None:
@@ -158,7 +162,7 @@ def label_nuclei(
         if markers is None:
             markers = maxima_markers(smooth, foreground, seed_threshold, seed_footprint)
         landscape = -smooth if elevation == "probability" else _distance(foreground, voxel_size)
-        return _grow(markers, landscape, foreground, nucleus, 1, min_size, include_edge)
+        return _grow(markers, landscape, foreground, nucleus, 1, min_size, include_edge, z_trim)
 
     # Seeds: components of the eroded interior; components erosion erased are added back whole.
     eroded = _erode_xy(interior, erode_xy)
@@ -174,7 +178,7 @@ def label_nuclei(
         landscape = -p_nucleus
     else:
         landscape = _distance(foreground, voxel_size)
-    return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge)
+    return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge, z_trim)
 
 
 def _smooth(p_nucleus: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
@@ -230,7 +234,7 @@ def _drop_small(labels: np.ndarray, min_size: int) -> None:
 
 def _grow(
     seeds: np.ndarray, landscape: np.ndarray, foreground: np.ndarray, nucleus: np.ndarray,
-    min_seed_size: int, min_size: int, include_edge: bool,
+    min_seed_size: int, min_size: int, include_edge: bool, z_trim: float = 0.0,
 ) -> np.ndarray:
     """Seeds (small ones dropped) grown by a watershed over ``landscape`` within ``foreground``."""
     _drop_small(seeds, min_seed_size)
@@ -239,9 +243,39 @@ def _grow(
     labels = watershed(landscape, markers=seeds, mask=foreground).astype(np.uint32)
     if not include_edge:
         labels[~nucleus] = 0
+    trim_z(labels, z_trim)
     _drop_small(labels, min_size)
     labels, _, _ = _relabel(labels)
     LOG.debug("label_nuclei: %d seeds -> %d instances", int(seeds.max()), int(labels.max()))
+    return labels
+
+
+def trim_z(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Cut each instance's first and last slices whose area is below ``fraction`` of its largest slice (in place).
+
+    Only end slices go (from the top and the bottom inwards, up to the first slice at or
+    above the fraction), so an instance stays one piece. Works slice by slice: memory is
+    one slice's bincount per slice, not a copy of the volume.
+
+    Examples
+    --------
+    >>> lab = np.zeros((4, 5, 5), np.uint32)
+    >>> lab[0, 2, 2] = 1; lab[1:3, 1:4, 1:4] = 1; lab[3, 2, 1:3] = 1
+    >>> [int((trim_z(lab, 0.3)[z] > 0).sum()) for z in range(4)]
+    [0, 9, 9, 0]
+    """
+    if fraction <= 0 or labels.ndim != 3 or not labels.any():
+        return labels
+    n = int(labels.max()) + 1
+    area = np.stack([np.bincount(plane.ravel(), minlength=n) for plane in labels], axis=1)  # (n, z)
+    kept = area >= fraction * area.max(axis=1, keepdims=True)
+    first = np.argmax(kept, axis=1)
+    last = kept.shape[1] - 1 - np.argmax(kept[:, ::-1], axis=1)
+    for z, plane in enumerate(labels):
+        cut = (z < first) | (z > last)
+        cut[0] = False
+        if cut.any():
+            plane[cut[plane]] = 0
     return labels
 
 
@@ -279,4 +313,5 @@ def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence
         seed_footprint=labeling.seed_footprint,
         seed_smooth=labeling.seed_smooth,
         markers=markers,
+        z_trim=labeling.z_trim,
     )

@@ -130,6 +130,7 @@ def validate(
 SEED_THRESHOLDS = (0.2, 0.35, 0.5, 0.65, 0.8)
 FOREGROUND_THRESHOLDS = (0.35, 0.5, 0.65, 0.8)
 SEED_MODES = ("interior", "maxima")
+Z_TRIMS = (0.0, 0.3, 0.5)
 
 
 def tune_labeling(
@@ -150,15 +151,16 @@ def tune_labeling(
     ``foreground_thresholds`` is then labelled and matched (pooled over the volumes), for each
     of ``seed_modes`` (interior components or local maxima of p(nucleus); a model with the
     centre map seeds from it). Ties keep the earlier combination, and ``labeling`` itself is
-    among the candidates. ``search``: the keyword arguments of :func:`choose_labeling`
-    (``voxel_size``, ``match_threshold``, ``seed_thresholds``, ``foreground_thresholds``,
-    ``seed_modes``).
+    among the candidates. Each is tried with every ``z_trims`` (the end-slice cut of
+    :func:`~pipeline.segment.instances.trim_z`). ``search``: the keyword arguments of
+    :func:`choose_labeling` (``voxel_size``, ``match_threshold``, ``seed_thresholds``,
+    ``foreground_thresholds``, ``seed_modes``, ``z_trims``).
 
     Returns
     -------
     (LabelingConfig, list of dict)
         The best settings and one row per combination (``seeds``, ``seed_threshold``,
-        ``foreground_threshold``, ``match_f1``, ``n_pred``).
+        ``foreground_threshold``, ``z_trim``, ``match_f1``, ``n_pred``).
     """
     cases = []
     for vol in volumes:
@@ -178,22 +180,24 @@ def choose_labeling(
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     foreground_thresholds: Sequence[float] = FOREGROUND_THRESHOLDS,
     seed_modes: Sequence[str] = SEED_MODES,
+    z_trims: Sequence[float] = Z_TRIMS,
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """The grid search of :func:`tune_labeling` over (probabilities, true instances) pairs already predicted."""
     seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
     if seed_key == "seed_centre":  # a centre map's peaks may stay well below 1
         seed_thresholds = sorted(set(seed_thresholds) | {0.2, 0.3, 0.4})
     modes = [labeling.seeds] if seed_key == "seed_centre" else list(dict.fromkeys([labeling.seeds, *seed_modes]))
-    first = (labeling.seeds, getattr(labeling, seed_key), labeling.foreground_threshold)
-    candidates = [first] + [(m, s, f) for m in modes for s in seed_thresholds for f in foreground_thresholds if (m, s, f) != first]
+    first = (labeling.seeds, getattr(labeling, seed_key), labeling.foreground_threshold, labeling.z_trim)
+    trims = list(dict.fromkeys([labeling.z_trim, *z_trims]))
+    candidates = [first] + [(m, s, f, z) for m in modes for s in seed_thresholds for f in foreground_thresholds for z in trims if (m, s, f, z) != first]
     rows = []
     best, best_f1 = labeling, -1.0
-    for mode, seed, fg in candidates:
-        trial = labeling.model_copy(update={"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg)})
+    for mode, seed, fg, trim in candidates:
+        trial = labeling.model_copy(update={"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "z_trim": float(trim)})
         pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
-        rows.append({"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        rows.append({"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "z_trim": float(trim), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
-    LOG.info("labelling tuned on %d val volume(s): %s seeds, %s %.2f, foreground %.2f -> instance F1 %.3f",
-             len(cases), best.seeds, seed_key, getattr(best, seed_key), best.foreground_threshold, best_f1)
+    LOG.info("labelling tuned on %d val volume(s): %s seeds, %s %.2f, foreground %.2f, z-trim %.2f -> instance F1 %.3f",
+             len(cases), best.seeds, seed_key, getattr(best, seed_key), best.foreground_threshold, best.z_trim, best_f1)
     return best, rows
