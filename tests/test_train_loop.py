@@ -265,7 +265,7 @@ def test_tune_labeling_command_updates_the_card(trainset, tmp_path):
     before = load_card(result.model_dir)
     run = CliRunner().invoke(cli, ["tune-labeling", str(result.model_dir), "--trainset", str(trainset)], obj={})
     assert run.exit_code == 0, run.output
-    assert run.output.startswith("val (1 volumes): instance F1@0.5") and "card updated" in run.output
+    assert run.output.startswith("val (1 volumes): instance F1@0.5") and "z-trim" in run.output and "card updated" in run.output
     card = load_card(result.model_dir)
     tuned = card.metrics["labeling_tuned_on"]
     assert tuned["split"] == "val" and tuned["items"] == ["s3"] and tuned["match_f1"] >= tuned["match_f1_before"]

@@ -66,6 +66,9 @@ def _announce(how: str) -> None:
         bar = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
         sys.stderr.write(bar + STOP_MESSAGE.format(how=how) + "\n")
         sys.stderr.flush()
+        if not LOG.isEnabledFor(logging.INFO):  # without -v, the line above is all the user reads:
+            # the scheduler's complaints while its client closes mid-task ("Couldn't gather keys")
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _raise_terminated(signum, frame) -> None:

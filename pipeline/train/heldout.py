@@ -121,7 +121,7 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
     """Choose a trained U-Net's labelling again on one split and store it in its card.
 
     The grid of :func:`pipeline.train.validate.choose_labeling` (seed mode, seed and
-    foreground thresholds) on the probabilities ``spheroid segment`` computes; the best
+    foreground thresholds, z-trim) on the probabilities ``spheroid segment`` computes; the best
     settings replace the card's ``labeling``, the grid goes under ``metrics.labeling_tuning``
     and ``MODEL.md`` is rewritten. Only a split the model was not trained on should be used
     (``val``: the one training selected the model on).
@@ -167,8 +167,8 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
     from pipeline.train.modelcard import write_model_md
 
     write_model_md(model_dir)
-    LOG.info("%s: labelling %s -> %s seeds, seed %.2f, foreground %.2f: instance F1 %.3f -> %.3f on %d %s volume(s)",
-             model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, before, after, len(volumes), split)
+    LOG.info("%s: labelling %s -> %s seeds, seed %.2f, foreground %.2f, z-trim %.2f: instance F1 %.3f -> %.3f on %d %s volume(s)",
+             model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, best.z_trim, before, after, len(volumes), split)
     return {"split": split, "trainset": str(ts.root), "items": [v.id for v in volumes], "before": card.labeling.model_dump(),
             "after": best.model_dump(), "match_f1_before": before, "match_f1": after, "rows": rows}
 
