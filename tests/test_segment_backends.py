@@ -130,3 +130,14 @@ def test_cellpose_training_slices_are_copies():
     for i in images:
         i[:] = 0
     assert np.array_equal(labels, before) and image.any()
+
+
+def test_unet_backend_keeps_its_model_channels_last():
+    """Converted once when the worker builds the backend: no layout change per block."""
+    from pipeline.segment.backends import BACKENDS
+    from pipeline.segment.unet.predict import _is_channels_last
+
+    segmenter = BACKENDS["unet"](SegmentConfig())
+    assert _is_channels_last(segmenter.model)
+    probs = segmenter.probabilities(np.random.default_rng(0).random((8, 64, 64), dtype=np.float32))
+    assert probs.shape == (3, 8, 64, 64) and _is_channels_last(segmenter.model)

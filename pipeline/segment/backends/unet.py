@@ -19,12 +19,15 @@ class UNetSegmenter(ModelSegmenter):
     name = "unet"
 
     def __init__(self, config: SegmentConfig):
+        import torch
+
         from pipeline.segment.unet.card import default_model_path, load_model
         from pipeline.segment.unet.predict import resolve_device
 
         folder = config.model or str(default_model_path())
         self.device = resolve_device(config.device)
         self.model, card = load_model(folder, device=self.device)
+        self.model.to(memory_format=torch.channels_last_3d)  # predict_volume's layout, converted once per worker
         super().__init__(config, folder, card, ["model.json", card.weights])
         if card.architecture.norm in ("group", "instance"):
             LOG.warning(
