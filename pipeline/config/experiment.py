@@ -211,7 +211,7 @@ class ExperimentConfig(StrictModel):
                 update["time_step"] = self.time_step_s
             return self.convert.model_copy(update=update)
         if stage == "segment":
-            combined = isinstance(self.segment.channel, list) and "channel" in self.segment.model_fields_set
+            combined = isinstance(self.segment.channel, list)  # only given explicitly (the default is one name)
             return self.segment.model_copy(update={"channel": self.segment.channel if combined else self.channels.nuclear, "cluster": cluster})
         if stage == "cellcycle":
             return self.cellcycle.model_copy(update={"channels": self.channels, "cluster": cluster})

@@ -243,11 +243,22 @@ def _grow(
     labels = watershed(landscape, markers=seeds, mask=foreground).astype(np.uint32)
     if not include_edge:
         labels[~nucleus] = 0
-    trim_z(labels, z_trim)
-    _drop_small(labels, min_size)
-    labels, _, _ = _relabel(labels)
+    labels = finish_labels(labels, z_trim, min_size)
     LOG.debug("label_nuclei: %d seeds -> %d instances", int(seeds.max()), int(labels.max()))
     return labels
+
+
+def finish_labels(labels: np.ndarray, z_trim: float, min_size: int) -> np.ndarray:
+    """The last steps of :func:`label_nuclei`: :func:`trim_z`, instances below ``min_size`` dropped, ids 1..N.
+
+    Applied to labels :func:`label_nuclei` made with ``z_trim=0`` (on a copy), it gives the
+    labels of the same call with ``z_trim``: trimming only shrinks an instance, and each
+    instance's cut depends on its own voxels alone. The labelling search reuses one
+    watershed for every z-trim this way.
+    """
+    trim_z(labels, z_trim)
+    _drop_small(labels, min_size)
+    return _relabel(labels)[0]
 
 
 def trim_z(labels: np.ndarray, fraction: float) -> np.ndarray:

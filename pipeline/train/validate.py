@@ -12,7 +12,7 @@ import torch
 from pipeline.config.train import LabelingConfig
 from pipeline.evaluate import matching, pool
 from pipeline.evaluate.pixel import confusion_matrix, metrics_from_confusion
-from pipeline.segment.instances import label_with
+from pipeline.segment.instances import finish_labels, label_with
 from pipeline.segment.unet.predict import predict_volume
 from pipeline.train.data import Volume
 from pipeline.train.losses import CombinedLoss
@@ -192,9 +192,14 @@ def choose_labeling(
     candidates = [first] + [(m, s, f, z) for m in modes for s in seed_thresholds for f in foreground_thresholds for z in trims if (m, s, f, z) != first]
     rows = []
     best, best_f1 = labeling, -1.0
+    untrimmed_key, untrimmed = None, []  # one watershed per (mode, seed, foreground), reused for each z-trim
     for mode, seed, fg, trim in candidates:
         trial = labeling.model_copy(update={"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "z_trim": float(trim)})
-        pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
+        if (mode, seed, fg) != untrimmed_key:
+            untrimmed_key = (mode, seed, fg)
+            untrimmed = [label_with(probs, trial.model_copy(update={"z_trim": 0.0}), voxel_size) for probs, _ in cases]
+        labels = [lab if trim == 0 else finish_labels(lab.copy(), trim, trial.min_size) for lab in untrimmed]
+        pooled = pool([matching(truth, lab, thresh=match_threshold) for lab, (_, truth) in zip(labels, cases)])
         rows.append({"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "z_trim": float(trim), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
