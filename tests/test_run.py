@@ -62,6 +62,11 @@ def test_bad_layout_fails_in_one_line_before_any_work(plate_folder, tmp_path):
     path = experiment(tmp_path, channels={"nuclear": "DAPI"})
     result = CliRunner().invoke(cli, ["-q", "run", str(path), "--dry-run"])
     assert result.exit_code == 1 and "key 'channels.nuclear': no channel 'DAPI'" in result.output
+    for wrong in ("Foo", 7):  # a channel of a combination for segmentation, by name or index
+        path = experiment(tmp_path, segment={"channel": ["Hoechst", wrong]})
+        result = CliRunner().invoke(cli, ["-q", "run", str(path)])
+        assert result.exit_code == 1 and f"key 'segment.channel': no channel {wrong!r} in the inputs" in result.output
+        assert not (tmp_path / "plate.zarr").exists()
 
 
 @pytest.mark.slow

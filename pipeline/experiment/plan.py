@@ -188,6 +188,10 @@ def plan_experiment(config: ExperimentConfig, *, source: str = "<experiment>", s
     for role, name in config.channels.model_dump().items():
         if name is not None and name not in channels:
             raise ConfigError(f"{source}: key 'channels.{role}': no channel {name!r} in the inputs (channels: {', '.join(channels)})")
+    if isinstance(config.segment.channel, list):  # channels combined for segmentation
+        for name in config.segment.channel:
+            if name not in channels if isinstance(name, str) else not 0 <= name < len(channels):
+                raise ConfigError(f"{source}: key 'segment.channel': no channel {name!r} in the inputs (channels: {', '.join(channels)})")
     plan = ExperimentPlan(config, source, fields, fingerprint(plans, convert_cfg), stages)
     plan.truth_files = truth_files(config, plan.wells, source)
     plan.states = stage_states(plan)
