@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Plate
 from pipeline.io.volumes import write_volume
 from pipeline.segment.backends import UNetSegmenter, get_segmenter
-from pipeline.segment.inputs import plan_input, resolve_channels, subsample_step
+from pipeline.segment.inputs import InputPlan, plan_input, plan_series, resolve_channels, series_frames, subsample_step
 from pipeline.segment.resample import resample_labels, target_voxel_size, zoom_factors
 from pipeline.segment.runner import run_segment
 from pipeline.synth import generate
@@ -118,6 +120,22 @@ def test_channel_combination_and_plan(spheroid):
     assert len(plan.channel_ranges) == 2 and combined.dtype == np.float32
     assert np.percentile(combined, 1) == pytest.approx(0, abs=1e-3) and np.percentile(combined, 99.8) == pytest.approx(1, abs=1e-3)
     assert subsample_step((64, 2048, 2048)) == 5 and subsample_step((21, 512, 512)) == 1
+    assert InputPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+def test_series_plan_pools_the_time_points(spheroid):
+    """One normalisation for a time series: the percentiles of its volumes pooled."""
+    images, _ = spheroid
+    later = images.astype(np.float32) * 1.5
+    frames = [[images[0], images[2]], [later[0], later[2]]]
+    series = plan_series(frames, low=1, high=99.8)
+    pooled = plan_input([np.concatenate([images[0], later[0]]), np.concatenate([images[2], later[2]])], low=1, high=99.8)
+    assert series == pooled
+    alone = plan_input(frames[0], low=1, high=99.8)
+    assert series.channel_ranges[0][1] > alone.channel_ranges[0][1]
+    assert series_frames(6) == list(range(6))
+    picked = series_frames(200)
+    assert len(picked) == 24 and picked[0] == 0 and picked[-1] == 199
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ def _channel(value: str | None):
 @click.option("--channel", default=None, help="Nuclear channel: name or 0-based index; 'A,B,C' combines channels (default Hoechst).")
 @click.option("--voxel-size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="Z Y X", help="Voxel size in um where the data states none.")
 @click.option("--diameter", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM", help="Typical nucleus diameter in um (default: the model's).")
+@click.option("--normalize", type=click.Choice(["series", "volume"]), default=None, help="Store: percentiles over each field's time series (default) or per volume.")
 @click.option("--field", "fields", multiple=True, help="Store: field to segment, e.g. B10/0 (repeatable; default all).")
 @slice_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where the network runs.")
@@ -49,7 +50,7 @@ def _channel(value: str | None):
 @workers_option
 @scheduler_option
 @storage_option
-def segment(target, config, out, backend, model, input_image, channel, voxel_size, diameter, fields, part, device, overwrite, workers, scheduler, storage_options):
+def segment(target, config, out, backend, model, input_image, channel, voxel_size, diameter, normalize, fields, part, device, overwrite, workers, scheduler, storage_options):
     """Segment nuclei: in a STORE into labels/<output> (NGFF labels, resumable), or in one TIFF volume.
 
     TARGET is a store (every field and time point) or a TIFF holding one ZYX volume (or CZYX
@@ -60,7 +61,7 @@ def segment(target, config, out, backend, model, input_image, channel, voxel_siz
 
     updates = {
         "backend": backend, "model": model, "input": input_image, "channel": _channel(channel), "device": device,
-        "voxel_size": list(voxel_size) if voxel_size else None, "diameter": diameter,
+        "voxel_size": list(voxel_size) if voxel_size else None, "diameter": diameter, "normalize": normalize,
     }
     config = SegmentConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
     if target.lower().endswith(TIFF_ENDINGS):

@@ -31,6 +31,14 @@ class SegmentConfig(StrictModel):
     a spheroid's core poorly. Whatever it is, it is fed to the model's one input channel."""
     combine: Literal["sum", "mean", "max"] = "sum"
     """How the channels of a combination become one image (before the model's normalisation)."""
+    normalize: Literal["series", "volume"] = "series"
+    """Where the model card's percentiles are taken: ``series``, once per field over its time
+    points (a subsample of up to 24 of them, pooled), so every time point is normalised alike;
+    ``volume``, on each volume alone. Per-volume percentiles move with the few very bright
+    (dying, saturated) nuclei a time point holds, and with them the share of dim nuclei found:
+    on the demo plate the count then lags the true growth and the growth EC50 is lost in the
+    scatter. Take ``volume`` where intensities drift strongly over the series (heavy
+    photobleaching). A single volume (one time point, a TIFF) is normalised alone either way."""
     output: str = "nuclei"
     """Name of the label image written under ``labels/``."""
     voxel_size: list[float] | None = Field(None, min_length=3, max_length=3)

@@ -6,7 +6,8 @@ Hoechst alone stains a spheroid's core poorly. The model card's percentile
 normalisation is then applied to the result. Percentiles are taken once per volume,
 from a regular subsample of at most :data:`SAMPLE_VOXELS` voxels (every voxel of a
 volume up to that size), so a volume segmented in blocks is normalised exactly as it
-would be whole.
+would be whole; or once per time series (:func:`plan_series`, from a subsample of its
+time points pooled), so that every time point of a field is normalised alike.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ LOG = logging.getLogger(__name__)
 
 #: Percentiles are taken on at most about this many voxels of a volume (a regular y/x subsample above it).
 SAMPLE_VOXELS = 16_000_000
+#: A time series' percentiles are pooled over at most this many of its time points (evenly spaced, first and last included).
+SERIES_FRAMES = 24
 
 
 class VolumeView(Protocol):
@@ -177,6 +180,17 @@ class InputPlan:
         image = _combine(crops, self.channel_ranges, self.combine)
         return normalize_range(image, self.low, self.high, clip=self.clip)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every value at full precision (JSON), for :meth:`from_dict` (stored with the labels)."""
+        return {"channel_ranges": [list(r) for r in self.channel_ranges], "combine": self.combine, "low": self.low, "high": self.high, "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "InputPlan":
+        return cls(
+            channel_ranges=tuple((float(lo), float(hi)) for lo, hi in data["channel_ranges"]), combine=str(data["combine"]),
+            low=float(data["low"]), high=float(data["high"]), clip=bool(data["clip"]),
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "combine": self.combine if self.channel_ranges else None,
@@ -208,10 +222,40 @@ def plan_input(
     Each channel of a combination is mapped by its own ``low``/``high`` percentiles, the
     combination is formed, and its ``low``/``high`` percentiles become the final range.
     """
+    return plan_series([views], low=low, high=high, clip=clip, combine=combine)
+
+
+def series_frames(n_timepoints: int, max_frames: int = SERIES_FRAMES) -> list[int]:
+    """The time points a series' percentiles are pooled over: all, or ``max_frames`` evenly spaced."""
+    if n_timepoints <= max_frames:
+        return list(range(n_timepoints))
+    return sorted({int(round(i)) for i in np.linspace(0, n_timepoints - 1, max_frames)})
+
+
+def plan_series(
+    frames: Sequence[Sequence[VolumeView]],
+    *,
+    low: float,
+    high: float,
+    clip: bool = False,
+    combine: str = "sum",
+) -> InputPlan:
+    """Normalisation values pooled over several volumes (time points of one field), as :func:`plan_input`.
+
+    Each frame is a list of channel views (the same channels in every frame). The percentiles
+    are taken on the frames' regular subsamples pooled (at most :data:`SAMPLE_VOXELS` voxels
+    in all), so every time point is mapped by the same values and a nucleus keeps its
+    brightness relative to the series however many very bright nuclei (dying, saturated) one
+    time point holds; per-volume percentiles move with them.
+    """
     if combine not in ("sum", "mean", "max"):
         raise ValueError(f"combine must be sum, mean or max, got {combine!r}")
-    step = subsample_step(views[0].shape)
-    samples = [np.asarray(v[:, ::step, ::step], dtype=np.float32) for v in views]
+    if not frames:
+        raise ValueError("no volumes to take percentiles from")
+    step = subsample_step(frames[0][0].shape, budget=max(SAMPLE_VOXELS // len(frames), 1))
+    per_frame = [[np.asarray(v[:, ::step, ::step], dtype=np.float32).ravel() for v in views] for views in frames]
+    samples = [np.concatenate([f[c] for f in per_frame]) for c in range(len(per_frame[0]))]
+    del per_frame
     ranges: tuple[tuple[float, float], ...] = ()
     if len(samples) > 1:
         ranges = tuple(tuple(float(p) for p in np.percentile(s, [low, high])) for s in samples)

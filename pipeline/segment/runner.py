@@ -8,13 +8,20 @@ into a part table and returns the number of nuclei. Once a field is done its par
 skipped, so an interrupted run resumes (a labelled time point whose part is missing is
 only measured). The task loop is :func:`pipeline.stage.run_stage`, shared with the other
 per-volume stages.
+
+With ``normalize: series`` (the default) each field's normalisation is found once over its
+time series, by one task per field before the volumes' tasks, and stored with its labels
+(``attrs["spheroid"]["series_normalization"]``), so a resumed run normalises the time points
+still to do exactly as the ones done.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,10 +33,11 @@ from pipeline.io.ngff import ImageMeta
 from pipeline.io.plate import Field, Plate
 from pipeline.io.tables import done_parts, drop_parts, list_tables, part_name, read_parts, write_table
 from pipeline import workers
+from pipeline.cluster import use_client
 from pipeline.provenance import settings_signature
 from pipeline.segment.backends import get_segmenter
-from pipeline.segment.inputs import data_voxel_size, resolve_channels
-from pipeline.segment.stored import measure_stored, segment_stored
+from pipeline.segment.inputs import InputPlan, data_voxel_size, resolve_channels
+from pipeline.segment.stored import measure_stored, segment_stored, series_plan_stored
 from pipeline.stage import FieldWork, run_stage
 
 LOG = logging.getLogger(__name__)
@@ -60,6 +68,32 @@ class SegmentTask:
     """The per-nucleus table's name (see :func:`objects_table`)."""
     measure_only: bool = False
     """The labels are done already: only measure them (their part table was missing)."""
+    normalization: str = ""
+    """The field's time-series normalisation (:meth:`InputPlan.to_dict` as JSON); empty: the volume's own."""
+
+
+#: Key of a label image's attributes holding its time series' normalisation.
+SERIES_KEY = "series_normalization"
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    """One field whose time series' normalisation is to be found."""
+
+    field: str
+    src: str
+    channels: tuple[int, ...]
+    low: float
+    high: float
+    clip: bool
+    combine: str
+
+
+def series_task(task: SeriesTask, location: Location) -> dict[str, Any]:
+    """Worker side: the normalisation of one field's time series, as a dict."""
+    workers.tune_worker()
+    plan = series_plan_stored(location, task.src, task.channels, low=task.low, high=task.high, clip=task.clip, combine=task.combine)
+    return plan.to_dict()
 
 
 def limit_threads(n: int) -> None:
@@ -78,9 +112,10 @@ def segment_task(task: SegmentTask, location: Location, config_json: str, thread
     if not task.measure_only:
         config = SegmentConfig.model_validate_json(config_json)
         segmenter = get_segmenter(config)
+        plan = InputPlan.from_dict(json.loads(task.normalization)) if task.normalization else None
         segment_stored(
             location, task.src, task.dst, task.t, task.channels, segmenter, voxel_size=task.voxel_size,
-            source=f"{location.url} field {task.field} t={task.t}",
+            source=f"{location.url} field {task.field} t={task.t}", plan=plan,
         )
     table = measure_stored(location, task.src, task.dst, task.t, task.channel_names, voxel_size=task.voxel_size)
     plate = Plate(location, location.open_group(mode="r"))
@@ -104,7 +139,39 @@ def segment_settings(config: SegmentConfig, segmenter) -> dict[str, Any]:
     mixes time points made differently, and its records always name what made it.
     """
     described = {k: v for k, v in segmenter.describe().items() if k not in INFORMATIVE}
-    return {"input": config.input, "channel": config.channel, "tile": config.tile, "overlap": config.overlap, **described}
+    return {"input": config.input, "channel": config.channel, "normalize": config.normalize, "tile": config.tile, "overlap": config.overlap, **described}
+
+
+def series_work(work: list[FieldWork], config: SegmentConfig, segmenter) -> list[tuple[FieldWork, SeriesTask | None]]:
+    """The fields whose volumes still to segment need their series' normalisation (a task where none is stored).
+
+    A field of one time point is normalised alone (the same values).
+    """
+    norm = segmenter.card.normalization
+    out = []
+    for w in work:
+        pending = [t for t in w.tasks if not t.measure_only]
+        if not pending or w.field.labels(config.output).shape[0] < 2:
+            continue
+        stored = w.field.attrs(config.output, label=True).get(SERIES_KEY)
+        first = pending[0]
+        task = None if stored else SeriesTask(field=first.field, src=first.src, channels=first.channels, low=norm.low, high=norm.high, clip=norm.clip, combine=config.combine)
+        out.append((w, task))
+    return out
+
+
+def attach_series_plans(plate: Plate, work: list[FieldWork], series, client, output: str, *, progress: bool = True) -> None:
+    """Find (on the cluster) the series normalisations not stored yet, store them, and give each field's tasks theirs."""
+    from pipeline.runner import run_tasks
+
+    todo = [(w, task) for w, task in series if task is not None]
+    if todo:
+        plans = run_tasks(client, series_task, [task for _, task in todo], desc="normalise", progress=progress, unit="field", location=plate.location)
+        for (w, _), plan in zip(todo, plans):
+            w.field.update_attrs(output, label=True, **{SERIES_KEY: plan})
+    for w, _ in series:
+        plan = json.dumps(w.field.attrs(output, label=True)[SERIES_KEY])
+        w.tasks = [t if t.measure_only else replace(t, normalization=plan) for t in w.tasks]
 
 
 def run_segment(
@@ -185,14 +252,20 @@ def run_segment(
         complete = fld.is_complete(config.output, label=True) and table in list_tables(fld)
         work.append(FieldWork(fld, tasks, shape[0] - len(tasks), complete=complete))
 
+    series = series_work(work, config, segmenter) if config.normalize == "series" else []
+
     def finish(w: FieldWork, record: dict[str, Any]) -> None:
         write_table(w.field, table, read_parts(w.field, table))
         w.field.mark_complete(config.output, label=True, provenance=record)
 
-    run = run_stage(
-        plate, STAGE, config, work, segment_task, progress=progress, client=client, mark_complete=finish,
-        record={"settings": settings, "signature": signature}, config_json=config.model_dump_json(), threads=config.cluster.threads_per_worker,
-    )
+    opened = use_client(client, config.cluster, in_process=plate.location.in_memory) if series else nullcontext(client)
+    with opened as own:
+        if series:
+            attach_series_plans(plate, work, series, own, config.output, progress=progress)
+        run = run_stage(
+            plate, STAGE, config, work, segment_task, progress=progress, client=own, mark_complete=finish,
+            record={"settings": settings, "signature": signature}, config_json=config.model_dump_json(), threads=config.cluster.threads_per_worker,
+        )
     segmented = [r for r, task in zip(run.results, (t for w in work for t in w.tasks)) if not task.measure_only]
     summary = {
         "fields": run.fields,

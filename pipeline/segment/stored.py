@@ -19,7 +19,7 @@ from pipeline.errors import StoreError
 from pipeline.io import affine
 from pipeline.io.location import Location
 from pipeline.io.volumes import mark_done, read_volume, write_volume
-from pipeline.segment.inputs import StoredVolume
+from pipeline.segment.inputs import StoredVolume, plan_series, series_frames
 from pipeline.segment.objects import measure_objects
 from pipeline.segment.resample import target_voxel_size, zoom_factors
 
@@ -73,8 +73,12 @@ def segment_stored(
     *,
     voxel_size: Sequence[float],
     source: str,
+    plan=None,
 ) -> dict[str, Any]:
     """Segment volume ``t`` (channels ``channels`` of the image at ``src``) into the label array ``dst``.
+
+    ``plan`` (an :class:`~pipeline.segment.inputs.InputPlan`) is the normalisation to apply
+    (its time series'); by default the volume's own percentiles.
 
     Returns
     -------
@@ -85,14 +89,24 @@ def segment_stored(
     shape = tuple(int(s) for s in image.shape[2:])
     if fits_one_block(segmenter, shape, voxel_size):
         views = [read_volume(location, src, t, c) for c in channels]
-        labels, info = segmenter.run(views, voxel_size=voxel_size, source=source)
+        labels, info = segmenter.run(views, voxel_size=voxel_size, source=source, plan=plan)
         write_volume(location, dst, t, 0, labels, stats=False)
         return info
     views = [StoredVolume(image, t, c) for c in channels]
     out = VerifiedOutput(location.open_array(dst, mode="r+"), t, location.child(dst))
-    _, info = segmenter.run(views, voxel_size=voxel_size, source=source, out=out)
+    _, info = segmenter.run(views, voxel_size=voxel_size, source=source, out=out, plan=plan)
     mark_done(location, dst, t, 0)
     return info
+
+
+def series_plan_stored(location: Location, src: str, channels: Sequence[int], *, low: float, high: float, clip: bool, combine: str):
+    """The normalisation of a stored field's whole time series (:func:`~pipeline.segment.inputs.plan_series`).
+
+    Reads a regular subsample of up to :data:`~pipeline.segment.inputs.SERIES_FRAMES` time points.
+    """
+    image = _image(location, src)
+    frames = [[StoredVolume(image, t, c) for c in channels] for t in series_frames(int(image.shape[0]))]
+    return plan_series(frames, low=low, high=high, clip=clip, combine=combine)
 
 
 def measure_stored(location: Location, src: str, dst: str, t: int, channel_names: Sequence[str], *, voxel_size: Sequence[float]):

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.segment.blocks import choose_block, plan_blocks, segment_blocks
-from pipeline.segment.inputs import VolumeView, plan_input
+from pipeline.segment.inputs import InputPlan, VolumeView, plan_input
 from pipeline.segment.resample import (
     describe_resampling,
     resample_image,
@@ -74,6 +74,7 @@ def segment_volume(
     out=None,
     source: str = "input",
     progress: bool = False,
+    plan: InputPlan | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Nucleus instances of one volume at its own shape.
 
@@ -100,6 +101,9 @@ def segment_volume(
         The data, for error messages.
     progress : bool
         Progress bar over the blocks.
+    plan : InputPlan, optional
+        The normalisation to apply (e.g. one time series', :func:`~pipeline.segment.inputs.plan_series`);
+        by default the card's percentiles of this volume.
 
     Returns
     -------
@@ -118,7 +122,10 @@ def segment_volume(
     target = target_voxel_size(card.voxel_size, card.nucleus_diameter_um, diameter, source=getattr(segmenter, "folder", "model"))
     factors = zoom_factors(voxel_size, target, card.voxel_tolerance, source=source)
     norm = card.normalization
-    plan = plan_input(views, low=norm.low, high=norm.high, clip=norm.clip, combine=combine)
+    if plan is None:
+        plan = plan_input(views, low=norm.low, high=norm.high, clip=norm.clip, combine=combine)
+    elif len(plan.channel_ranges) != (len(views) if len(views) > 1 else 0):
+        raise InputError(f"{source}: the normalisation given is for {len(plan.channel_ranges) or 1} channel(s), not {len(views)}")
     data_diameter = diameter or card.nucleus_diameter_um or FALLBACK_DIAMETER_UM
     halo = halo_voxels(voxel_size, halo_um / HALO_DIAMETERS if halo_um else data_diameter)
     fine = bool(getattr(segmenter, "labels_at_data_scale", False)) and bool((factors < 1).any())

@@ -90,12 +90,12 @@ class ModelSegmenter:
         if channels and not any(set(spec.split("|")) & set(channels) for spec in self.card.channels):
             LOG.info("%s: channel(s) %s fed to model %r (trained on %s)", source, list(channels), self.card.name, self.card.channels)
 
-    def run(self, volume, *, voxel_size: Sequence[float], source: str = "input", out=None, progress: bool = False) -> tuple[Any, dict[str, Any]]:
+    def run(self, volume, *, voxel_size: Sequence[float], source: str = "input", out=None, progress: bool = False, plan=None) -> tuple[Any, dict[str, Any]]:
         """Labels of one volume at its shape, and what was done (see :func:`pipeline.segment.volume.segment_volume`)."""
         c = self.config
         return segment_volume(
             volume, self, voxel_size=voxel_size, diameter=c.diameter, combine=c.combine, block_mvoxels=c.block_mvoxels,
-            halo_um=c.halo_um, out=out, source=source, progress=progress,
+            halo_um=c.halo_um, out=out, source=source, progress=progress, plan=plan,
         )
 
     def predict(self, volume, *, voxel_size: Sequence[float], source: str = "input") -> np.ndarray:
