@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ from pipeline.errors import StoreError
 LOG = logging.getLogger(__name__)
 
 
-def make_example(config: DemoConfig, folder: Path, *, progress: bool = True) -> Path:
+def make_example(config: DemoConfig, folder: Path, *, progress: bool = True, overwrite: bool = False) -> Path:
     """Write the synthetic export (``raw/``, ``truth/``, ``synth.yaml``) into ``folder`` unless it is there.
+
+    With ``overwrite``, an example made with other settings is replaced.
 
     Raises
     ------
     StoreError
-        When ``folder`` holds an example made with other settings.
+        When ``folder`` holds an example made with other settings (and not ``overwrite``).
     """
     from pipeline.config.base import load_config
     from pipeline.config.synth import SynthConfig
@@ -38,10 +41,16 @@ def make_example(config: DemoConfig, folder: Path, *, progress: bool = True) -> 
 
     marker = folder / "synth.yaml"
     if marker.exists():
-        if load_config(SynthConfig, marker) != config.synth:
-            raise StoreError(f"{folder}: holds an example made with other synth settings; choose another --out or delete it")
-        LOG.info("example data already in %s", folder)
-        return folder / "raw"
+        same = load_config(SynthConfig, marker) == config.synth
+        if same:
+            LOG.info("example data already in %s", folder)
+            return folder / "raw"
+        if not overwrite:
+            raise StoreError(f"{folder}: holds an example made with other synth settings; pass --overwrite, choose another --out or delete it")
+        LOG.info("replacing the example in %s (other synth settings)", folder)
+        marker.unlink()
+        for sub in ("raw", "truth"):
+            shutil.rmtree(folder / sub, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     for well in config.synth.wells:
         write_export(generate(config.synth, well=well, progress=progress), folder, layout="files", write_config=False)
@@ -84,7 +93,7 @@ def experiment_document(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_demo(out: Path, config: DemoConfig, *, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Run the demo into folder ``out``; returns the summary also written to ``out/demo.json``.
 
     Parameters
@@ -96,18 +105,21 @@ def run_demo(out: Path, config: DemoConfig, *, progress: bool = True) -> dict[st
         The example plate and every stage's settings.
     progress : bool
         Show progress bars.
+    overwrite : bool
+        Recompute every stage (and the example, where made with other settings) instead of
+        resuming: for a folder written by another version or other settings.
     """
     from pipeline.config.experiment import load_experiment
     from pipeline.experiment.run import run_experiment
 
     out = Path(out)
     start = time.perf_counter()
-    make_example(config, out / "example", progress=progress)
+    make_example(config, out / "example", progress=progress, overwrite=overwrite)
     synth_seconds = time.perf_counter() - start
     experiment = out / "experiment.yaml"
     experiment.write_text("# model: pipeline.config.experiment:ExperimentConfig\n# written by `spheroid demo`; run it again with `spheroid run experiment.yaml`\n"
                           + yaml.safe_dump(experiment_document(config), sort_keys=False))
-    result = run_experiment(load_experiment(experiment), source=str(experiment), progress=progress)
+    result = run_experiment(load_experiment(experiment), source=str(experiment), progress=progress, overwrite=overwrite)
     summary = demo_summary(result, config, out)
     summary["seconds"] = {"synth": round(synth_seconds, 2), **{k: round(v, 2) for k, v in result.seconds.items()}, "total": round(time.perf_counter() - start, 2)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))

@@ -45,6 +45,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     described = json.loads(info.stdout)
     assert [f["field"] for f in described["fields"]] == ["B2/0", "C2/0", "C3/0"]
     assert {"convert", "preprocess", "segment", "cellcycle", "track"} <= set(described["stages"])
+    # other settings in the same folder: refused in one line naming the way out; --overwrite recomputes
+    (tmp_path / "small.yaml").write_text((tmp_path / "small.yaml").read_text().replace("seed: 0", "seed: 1"))
+    refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1 and "pass --overwrite" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    redone = subprocess.run([*command, "--overwrite"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    assert json.loads((tmp_path / "d" / "demo.json").read_text())["ran"] == summary["ran"]
 
 
 def test_info_shows_each_image_and_its_progress(tmp_path):

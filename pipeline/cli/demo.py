@@ -13,20 +13,22 @@ from pipeline.config.demo import DemoConfig
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("spheroid-demo"), show_default=True, help="Working folder.")
 @config_option(DemoConfig)
+@click.option("--overwrite", is_flag=True, help="Recompute every stage instead of resuming (a folder from another version or other settings).")
 @workers_option
-def demo(out: Path, config: DemoConfig, workers: int | None) -> None:
+def demo(out: Path, config: DemoConfig, overwrite: bool, workers: int | None) -> None:
     """Generate a small FUCCI spheroid plate (controls and one G1-arresting drug at six doses)
     and run the whole experiment on it: convert -> preprocess -> segment -> evaluate ->
     cellcycle -> track -> report.
 
     Writes OUT/experiment.yaml (run it again with `spheroid run`) and the report at
-    OUT/plate.zarr/report/index.html. Uses a local Dask cluster; running it again resumes.
+    OUT/plate.zarr/report/index.html. Uses a local Dask cluster; running it again resumes
+    (--overwrite recomputes everything).
     """
     from pipeline.demo import run_demo
 
     if workers is not None:
         config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"n_workers": workers})})
-    s = run_demo(out, config, progress=not progress_disabled())
+    s = run_demo(out, config, progress=not progress_disabled(), overwrite=overwrite)
     lines = [f"demo done in {s['seconds']['total']:.0f} s: {s['wells']} wells x {s['timepoints']} time points -> {s['store']}"]
     ev = s.get("evaluation")
     if ev:
