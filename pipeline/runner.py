@@ -114,8 +114,10 @@ def run_tasks(
     try:
         # one result at a time, from this thread: as_completed(with_results=True) fetches them
         # concurrently on the event loop, and in a process with two clients that once tripped
-        # an assertion in tornado's stream and left the iterator waiting forever
-        for future in as_completed(futures):
+        # an assertion in tornado's stream and left the iterator waiting forever. The iterator
+        # is tied to this client's loop (by default it takes the default client's: with two
+        # clients in a process, as in a notebook or the tests, dask/distributed#4357)
+        for future in as_completed(futures, loop=client.loop):
             if future.status == "error":
                 exc = future.exception()
                 client.cancel(futures)
