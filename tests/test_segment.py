@@ -281,3 +281,15 @@ def test_segment_cli_normalize_option(tmp_path, rng, tiny_model):
     assert attrs["settings"]["normalize"] == "volume" and SERIES_KEY not in attrs
     result = CliRunner().invoke(cli, ["-q", "segment", url, "--model", str(tiny_model), "--normalize", "sometimes"])
     assert result.exit_code != 0 and "sometimes" in result.output
+
+
+def test_damaged_chunk_is_named_in_one_line_before_any_volume_is_done(tmp_path, rng, tiny_model, dask_client):
+    """A chunk failing its checksum stops the series' normalisation with the damaged volume named."""
+    plate = _plate(tmp_path, rng)
+    chunk = tmp_path / "p.zarr" / "B" / "10" / "0" / "0" / "c" / "1" / "0" / "0" / "0" / "0"
+    assert chunk.is_file()
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(StoreError, match=r"volume t=1 c=0 is damaged: .*checksum"):
+        run_segment(plate, SegmentConfig(model=str(tiny_model)), client=dask_client, progress=False)
+    field = Plate.open(str(tmp_path / "p.zarr")).field("B10")
+    assert not np.asarray(field.done("nuclei", label=True)).any()

@@ -42,18 +42,25 @@ class VolumeView(Protocol):
 class StoredVolume:
     """Lazy ``(z, y, x)`` view of volume ``(t, c)`` of a ``(t, c, z, y, x)`` array (zarr).
 
-    Only the crops asked for are read, so a worker never holds a whole large volume.
+    Only the crops asked for are read, so a worker never holds a whole large volume. A chunk
+    that fails its checksum is reported as a damaged volume (one line naming ``where``, ``t``
+    and ``c``), as :func:`~pipeline.io.volumes.read_volume` reports it.
     """
 
-    def __init__(self, array, t: int, c: int):
-        self.array, self.t, self.c = array, int(t), int(c)
+    def __init__(self, array, t: int, c: int, where: str = "image"):
+        self.array, self.t, self.c, self.where = array, int(t), int(c), where
         self.shape = tuple(int(s) for s in array.shape[2:])
         self.dtype = np.dtype(array.dtype)
 
     def __getitem__(self, index) -> np.ndarray:
+        from pipeline.io.chunks import damaged
+
         if not isinstance(index, tuple):
             index = (index,)
-        return np.asarray(self.array[(self.t, self.c, *index)])
+        try:
+            return np.asarray(self.array[(self.t, self.c, *index)])
+        except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
+            raise damaged(self.where, self.t, self.c, str(exc).splitlines()[0][:200]) from None
 
 
 def parse_channel(value: str | int) -> str | int:

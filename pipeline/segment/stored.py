@@ -92,7 +92,7 @@ def segment_stored(
         labels, info = segmenter.run(views, voxel_size=voxel_size, source=source, plan=plan)
         write_volume(location, dst, t, 0, labels, stats=False)
         return info
-    views = [StoredVolume(image, t, c) for c in channels]
+    views = [StoredVolume(image, t, c, where=location.child(src)) for c in channels]
     out = VerifiedOutput(location.open_array(dst, mode="r+"), t, location.child(dst))
     _, info = segmenter.run(views, voxel_size=voxel_size, source=source, out=out, plan=plan)
     mark_done(location, dst, t, 0)
@@ -105,7 +105,7 @@ def series_plan_stored(location: Location, src: str, channels: Sequence[int], *,
     Reads a regular subsample of up to :data:`~pipeline.segment.inputs.SERIES_FRAMES` time points.
     """
     image = _image(location, src)
-    frames = [[StoredVolume(image, t, c) for c in channels] for t in series_frames(int(image.shape[0]))]
+    frames = [[StoredVolume(image, t, c, where=location.child(src)) for c in channels] for t in series_frames(int(image.shape[0]))]
     return plan_series(frames, low=low, high=high, clip=clip, combine=combine)
 
 
