@@ -69,6 +69,24 @@ def test_voxel_size_and_diameter_options(tmp_path, spheroid):
     assert ok.exit_code == 0, ok.output
 
 
+def test_diameter_per_axis_option(tmp_path, spheroid):
+    """``--diameter Z,Y,X``: nuclei twice as tall as the model's are brought back to its shape."""
+    images, truth = spheroid
+    tall = write_tiff(tmp_path / "tall.tif", np.repeat(images[0], 2, axis=0), VOXEL)
+    ok = run(tall, "--out", tmp_path / "t.tif", "--diameter", "20,10,10")
+    assert ok.exit_code == 0, ok.output
+    labels, _ = read_tiff(tmp_path / "t.tif")
+    assert labels.shape == (42, 96, 96) and matching(np.repeat(truth, 2, axis=0), labels).f1 > 0.3
+    bad = run(tall, "--out", tmp_path / "b.tif", "--diameter", "20,10")
+    assert bad.exit_code == 2 and "give one positive diameter (um) or three, Z,Y,X" in bad.output
+    assert not (tmp_path / "b.tif").exists()
+    config = tmp_path / "seg.yaml"
+    config.write_text("diameter: [20, -1, 10]\n")
+    yaml_bad = run(tall, "--out", tmp_path / "b.tif", "-c", config)
+    assert yaml_bad.exit_code == 1 and len(yaml_bad.output.strip().splitlines()) == 1
+    assert "diameter" in yaml_bad.output and not (tmp_path / "b.tif").exists()
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -45,6 +45,43 @@ def test_target_voxel_size_and_zoom():
         zoom_factors((5, 1.24, 1.24), (5, 100.0, 100.0))
 
 
+def test_target_voxel_size_per_axis():
+    """Nuclei given per axis are compared axis by axis with the card's per-axis diameters (or its
+    one diameter, where it has none); one value keeps the equivalent-sphere rule."""
+    card = dict(card_diameters=(12.0, 10.0, 10.0))
+    assert target_voxel_size((5, 1.24, 1.24), 10.0, [24.0, 10.0, 10.0], **card) == pytest.approx((10.0, 1.24, 1.24))
+    assert target_voxel_size((5, 1.24, 1.24), 10.0, [24.0, 10.0, 10.0]) == pytest.approx((12.0, 1.24, 1.24))
+    assert target_voxel_size((5, 1.24, 1.24), 10.0, 20.0, **card) == pytest.approx((10.0, 2.48, 2.48))
+    with pytest.raises(InputError, match="one positive value or three"):
+        target_voxel_size((5, 1.24, 1.24), 10.0, [20.0, 10.0])
+
+
+def test_nucleus_diameters_per_axis():
+    """The per-axis rule reads an ellipsoid's axes (z-elongated here) and a round nucleus two
+    slices thick at 5 um as round; their geometric mean is the equivalent-sphere diameter."""
+    from types import SimpleNamespace
+
+    from pipeline.train.data import nucleus_diameter, nucleus_diameters
+
+    def ellipsoids(shape, voxel, axes_um, centres):
+        grid = np.indices(shape).astype(float)
+        labels = np.zeros(shape, np.uint32)
+        for i, c in enumerate(centres, 1):
+            r = sum(((grid[a] - c[a]) * voxel[a] / (axes_um[a] / 2)) ** 2 for a in range(3))
+            labels[r <= 1] = i
+        return [SimpleNamespace(instances=labels, shape=labels.shape)]
+
+    centres = [(20, 15, 15), (20, 15, 45), (20, 45, 15), (20, 45, 45)]
+    vols = ellipsoids((40, 60, 60), (1.0, 1.0, 1.0), (30.0, 15.0, 15.0), centres)
+    d = nucleus_diameters(vols, (1.0, 1.0, 1.0), min_interior=1)
+    assert d == pytest.approx([30.0, 15.0, 15.0], rel=0.05)
+    assert np.prod(d) ** (1 / 3) == pytest.approx(nucleus_diameter(vols, (1.0, 1.0, 1.0), min_interior=1), rel=1e-3)
+    phases = np.random.default_rng(0).uniform(2.0, 3.0, 16)  # where the slices cut each nucleus
+    coarse = ellipsoids((6, 80, 80), VOXEL, (10.0, 10.0, 10.0), [(z, 10 + 20 * (i // 4), 10 + 20 * (i % 4)) for i, z in enumerate(phases)])
+    dz, dy, dx = nucleus_diameters(coarse, VOXEL, min_interior=1)
+    assert 0.8 < dz / dy < 1.25 and dy == pytest.approx(dx, rel=0.02)
+
+
 def test_resample_labels_keeps_ids():
     labels = np.arange(24, dtype=np.uint32).reshape(2, 3, 4)
     up = resample_labels(labels, (4, 6, 8))
@@ -64,6 +101,23 @@ def test_other_voxel_size_is_resampled(spheroid, unet):
     assert info["resampling"]["zoom"] == [1.0, 0.5, 0.5]
     f1_native = matching(truth, native).f1
     assert matching(fine_truth, labels).f1 > f1_native - 0.05
+
+
+@pytest.mark.slow
+def test_nuclei_drawn_out_in_z_are_given_per_axis(spheroid, unet):
+    """A stack whose nuclei are twice as tall as wide (each slice twice, at the same voxel size):
+    one diameter leaves them too tall for the model; the per-axis diameter brings them back to the
+    model's shape and recovers most of the native accuracy (0.58 against 0.63 native, 0.16 with
+    one diameter: the rest is the linear resampling of repeated slices)."""
+    images, truth = spheroid
+    native = matching(truth, unet.predict(images[0], voxel_size=VOXEL)).f1
+    tall, tall_truth = np.repeat(images[0], 2, axis=0), np.repeat(truth, 2, axis=0)
+    dz, dy, dx = unet.card.nucleus_diameters_um
+    per_axis, info = UNetSegmenter(SegmentConfig(device="cpu", diameter=[2 * dz, dy, dx])).run(tall, voxel_size=VOXEL)
+    assert info["resampling"]["zoom"] == [0.5, 1.0, 1.0] and per_axis.shape == tall.shape
+    round_, _ = unet.run(tall, voxel_size=VOXEL)
+    assert matching(tall_truth, per_axis).f1 > native - 0.1
+    assert matching(tall_truth, per_axis).f1 > matching(tall_truth, round_).f1 + 0.25
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ def test_init_from_keeps_provenance(trainset, tmp_path):
     first = train(TrainConfig.model_validate({**base, "out": str(tmp_path / "a"), "name": "first"}), progress=False)
     card_a = read_card_json(first.model_dir)
     assert card_a["nucleus_diameter_um"] > 0 and card_a["training"]["cpu_s"] > 0
+    assert np.prod(card_a["nucleus_diameters_um"]) ** (1 / 3) == pytest.approx(card_a["nucleus_diameter_um"], rel=1e-3)
     # the architecture comes from the card: the config's is ignored
     second = train(TrainConfig.model_validate({**base, "model": {"features": [8, 16]}, "out": str(tmp_path / "b"), "name": "second",
                                                "init_from": str(first.model_dir)}), progress=False)

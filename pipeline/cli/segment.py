@@ -22,6 +22,23 @@ from pipeline.config.segment import SegmentConfig
 TIFF_ENDINGS = (".tif", ".tiff")
 
 
+class DiameterType(click.ParamType):
+    """``--diameter``: one value in um, or three (z, y, x) separated by commas."""
+
+    name = "diameter"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float, list)):
+            return value
+        try:
+            values = [float(v) for v in str(value).replace("x", ",").split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a diameter: give one number (um) or three, Z,Y,X", param, ctx)
+        if len(values) not in (1, 3) or any(not v > 0 for v in values):
+            self.fail(f"{value!r}: give one positive diameter (um) or three, Z,Y,X", param, ctx)
+        return values[0] if len(values) == 1 else values
+
+
 def _channel(value: str | None):
     """``--channel``: a name, an index, or a comma-separated combination."""
     if value is None:
@@ -41,7 +58,7 @@ def _channel(value: str | None):
 @click.option("--input", "input_image", default=None, help="Store: image to segment (raw, preprocessed...).")
 @click.option("--channel", default=None, help="Nuclear channel: name or 0-based index; 'A,B,C' combines channels (default Hoechst).")
 @click.option("--voxel-size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="Z Y X", help="Voxel size in um where the data states none.")
-@click.option("--diameter", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM", help="Typical nucleus diameter in um (default: the model's).")
+@click.option("--diameter", type=DiameterType(), default=None, metavar="UM|Z,Y,X", help="Typical nucleus diameter in um, or per axis Z,Y,X for nuclei drawn out in z (default: the model's).")
 @click.option("--normalize", type=click.Choice(["series", "volume"]), default=None, help="Store: percentiles over each field's time series (default) or per volume.")
 @click.option("--field", "fields", multiple=True, help="Store: field to segment, e.g. B10/0 (repeatable; default all).")
 @slice_option

@@ -44,10 +44,12 @@ class SegmentConfig(StrictModel):
     voxel_size: list[float] | None = Field(None, min_length=3, max_length=3)
     """Voxel size (z, y, x) in um of the data, for files that do not state it (it overrides what
     the data states, with a warning). Volumes are resampled to the model's voxel size."""
-    diameter: float | None = Field(None, gt=0)
+    diameter: float | list[float] | None = None
     """Typical nucleus diameter of the data in um (embryo ~20, spheroid ~10, plant ~3); ``null``:
     as the model's (its card). Volumes are resampled so nuclei take as many voxels as the
-    model's training nuclei did."""
+    model's training nuclei did. Three values ``[z, y, x]`` give it per axis, for nuclei that
+    are not round in the data: drawn out along z by the axial blur, the embryo sample's are
+    about ``[34, 17, 17]``."""
     tile: list[int] | None = Field(None, min_length=3, max_length=3)
     """U-Net sliding-window tile (z, y, x); when unset, the fewest tiles of at most (32, 256, 256)
     that cover the volume, each as small as that allows (the one rule of segment and test-model)."""
@@ -77,6 +79,16 @@ class SegmentConfig(StrictModel):
     def _positive(cls, value: list[float] | None) -> list[float] | None:
         if value is not None and any(v <= 0 for v in value):
             raise ValueError(f"voxel sizes must be positive, got {value}")
+        return value
+
+    @field_validator("diameter")
+    @classmethod
+    def _diameter(cls, value: float | list[float] | None) -> float | list[float] | None:
+        values = [value] if isinstance(value, (int, float)) else value
+        if values is not None and (len(values) not in (1, 3) or any(v <= 0 for v in values)):
+            raise ValueError(f"give one positive diameter (um) or three, z, y and x; got {value}")
+        if isinstance(value, list) and len(value) == 1:
+            return float(value[0])
         return value
 
     @field_validator("channel")

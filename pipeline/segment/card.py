@@ -48,6 +48,11 @@ class CardBase(StrictModel):
     """Median nucleus diameter (um, equivalent sphere) of the training data at ``voxel_size``:
     data whose nuclei are of another size (``--diameter``) is resampled so that its nuclei
     take as many voxels as these did. ``null`` in cards written before it was recorded."""
+    nucleus_diameters_um: list[float] | None = Field(None, min_length=3, max_length=3)
+    """The training nuclei's diameters along z, y and x (um; median axes of the ellipsoid of the
+    same moments and volume, scaled so that their geometric mean is ``nucleus_diameter_um``,
+    :func:`pipeline.train.data.nucleus_diameters`): what a per-axis ``--diameter Z,Y,X`` is
+    compared with. ``null``: round (``nucleus_diameter_um`` on every axis)."""
     channels: list[str] = Field(min_length=1)
     """Channel names the model was trained on, in input order; ``"A|B"`` means either stain.
     Another channel may be mapped onto an input at segment time (``--channel``)."""
@@ -68,6 +73,8 @@ class CardBase(StrictModel):
     def _positive_voxels(self) -> "CardBase":
         if any(v <= 0 for v in self.voxel_size):
             raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
+        if self.nucleus_diameters_um is not None and any(v <= 0 for v in self.nucleus_diameters_um):
+            raise ValueError(f"nucleus_diameters_um must be positive, got {self.nucleus_diameters_um}")
         return self
 
     @property
@@ -82,6 +89,7 @@ class CardBase(StrictModel):
             "name": self.name,
             "voxel_size": list(self.voxel_size),
             "nucleus_diameter_um": self.nucleus_diameter_um,
+            **({"nucleus_diameters_um": list(self.nucleus_diameters_um)} if self.nucleus_diameters_um else {}),
             "channels": list(self.channels),
             "normalization": self.normalization.model_dump(mode="json"),
             "created": self.created,

@@ -4,7 +4,11 @@ A model card states the voxel size ``v0`` and the nucleus diameter ``d0`` (um) t
 model was trained at. Data with voxel size ``v`` and nuclei of diameter ``d`` is
 resampled to the voxel size ``v0 * d / d0``: its nuclei then take as many voxels, per
 axis, as the training nuclei did (with ``d = d0`` that is plain physical resampling
-to ``v0``). The labels found at that scale are resampled back (nearest neighbour) to
+to ``v0``). Nuclei that are not round in the data (most often drawn out along z by the
+axial blur, as in the embryo sample: about 34 um in z for 17 um in y and x) are given
+per axis, ``d = (dz, dy, dx)``, and compared axis by axis with the training nuclei's own
+per-axis diameters (the card's ``nucleus_diameters_um``; round, ``d0`` on every axis, in
+cards that do not state them). The labels found at that scale are resampled back (nearest neighbour) to
 the input's shape. An axis whose voxel size is within the card's ``voxel_tolerance``
 of the target is left as it is.
 """
@@ -33,8 +37,9 @@ MAX_ZOOM = 32.0
 def target_voxel_size(
     card_voxel_size: Sequence[float],
     card_diameter: float | None,
-    diameter: float | None,
+    diameter: float | Sequence[float] | None,
     *,
+    card_diameters: Sequence[float] | None = None,
     source: str = "model",
 ) -> tuple[float, float, float]:
     """Voxel size (z, y, x, um, at the data's physical scale) to resample the data to.
@@ -44,25 +49,35 @@ def target_voxel_size(
     card_voxel_size : sequence of float
         The model's voxel size.
     card_diameter : float or None
-        The model's nucleus diameter (um); needed only when ``diameter`` is given.
-    diameter : float or None
-        The data's typical nucleus diameter (um); ``None``: as the model's.
+        The model's nucleus diameter (um, equivalent sphere); needed only when ``diameter``
+        is given.
+    diameter : float, sequence of 3 floats, or None
+        The data's typical nucleus diameter (um): one value (equivalent sphere, compared with
+        ``card_diameter``), or one per axis (z, y, x; compared with ``card_diameters``, or
+        with ``card_diameter`` on every axis where the card has no per-axis values). ``None``:
+        as the model's.
+    card_diameters : sequence of 3 floats, optional
+        The training nuclei's per-axis diameters (the card's ``nucleus_diameters_um``).
     source : str
         The model folder, for the message.
 
     Raises
     ------
     InputError
-        When ``diameter`` is given but the card does not state its own.
+        When ``diameter`` is given but the card does not state its own, or is not positive.
     """
     voxel = np.asarray(card_voxel_size, float)
     if diameter is None:
         return tuple(float(v) for v in voxel)
     if card_diameter is None:
         raise InputError(f"{source}: the model card states no nucleus diameter, so --diameter cannot be used; retrain the model or leave --diameter out")
-    if not diameter > 0:
-        raise InputError(f"diameter must be positive, got {diameter}")
-    return tuple(float(v) for v in voxel * (float(diameter) / float(card_diameter)))
+    wanted = np.atleast_1d(np.asarray(diameter, float))
+    if wanted.size not in (1, 3) or not (wanted > 0).all():
+        raise InputError(f"diameter must be one positive value or three (z, y, x), got {list(wanted.tolist())}")
+    reference = np.full(3, float(card_diameter))
+    if wanted.size == 3 and card_diameters is not None:
+        reference = np.asarray(card_diameters, float)
+    return tuple(float(v) for v in voxel * (wanted / reference))
 
 
 def zoom_factors(voxel_size: Sequence[float], target: Sequence[float], tolerance: float = 0.0, *, source: str = "input") -> np.ndarray:

@@ -57,9 +57,10 @@ def as_views(volume) -> list[VolumeView]:
     raise InputError(f"expected a (z, y, x) volume or (c, z, y, x) channels, got shape {tuple(volume.shape)}")
 
 
-def halo_voxels(voxel_size: Sequence[float], diameter_um: float, diameters: float = HALO_DIAMETERS) -> tuple[int, int, int]:
-    """Halo per axis (voxels of the data) covering ``diameters`` nucleus diameters."""
-    return tuple(int(math.ceil(diameters * diameter_um / float(v))) for v in voxel_size)
+def halo_voxels(voxel_size: Sequence[float], diameter_um: float | Sequence[float], diameters: float = HALO_DIAMETERS) -> tuple[int, int, int]:
+    """Halo per axis (voxels of the data) covering ``diameters`` nucleus diameters (one, or one per axis)."""
+    per_axis = np.broadcast_to(np.asarray(diameter_um, float), (3,))
+    return tuple(int(math.ceil(diameters * d / float(v))) for d, v in zip(per_axis, voxel_size))
 
 
 def segment_volume(
@@ -87,8 +88,9 @@ def segment_volume(
         A backend (``card`` and ``segment(image) -> labels`` at the card's scale).
     voxel_size : sequence of float
         The volume's voxel size (z, y, x) in um.
-    diameter : float, optional
-        The data's typical nucleus diameter (um), when it differs from the card's.
+    diameter : float or sequence of 3 floats, optional
+        The data's typical nucleus diameter (um), when it differs from the card's; per axis
+        (z, y, x) for nuclei that are not round in the data.
     combine : {"sum", "mean", "max"}
         How several channels become one image (each percentile-normalised first).
     block_mvoxels : float
@@ -119,14 +121,17 @@ def segment_volume(
         raise InputError(f"{source}: the channels to combine differ in shape")
     card = segmenter.card
     voxel_size = check_voxel_size(voxel_size, source)
-    target = target_voxel_size(card.voxel_size, card.nucleus_diameter_um, diameter, source=getattr(segmenter, "folder", "model"))
+    target = target_voxel_size(
+        card.voxel_size, card.nucleus_diameter_um, diameter,
+        card_diameters=getattr(card, "nucleus_diameters_um", None), source=getattr(segmenter, "folder", "model"),
+    )
     factors = zoom_factors(voxel_size, target, card.voxel_tolerance, source=source)
     norm = card.normalization
     if plan is None:
         plan = plan_input(views, low=norm.low, high=norm.high, clip=norm.clip, combine=combine)
     elif len(plan.channel_ranges) != (len(views) if len(views) > 1 else 0):
         raise InputError(f"{source}: the normalisation given is for {len(plan.channel_ranges) or 1} channel(s), not {len(views)}")
-    data_diameter = diameter or card.nucleus_diameter_um or FALLBACK_DIAMETER_UM
+    data_diameter = diameter if diameter is not None else (card.nucleus_diameter_um or FALLBACK_DIAMETER_UM)
     halo = halo_voxels(voxel_size, halo_um / HALO_DIAMETERS if halo_um else data_diameter)
     fine = bool(getattr(segmenter, "labels_at_data_scale", False)) and bool((factors < 1).any())
     # labelling on the data's grid (finer than the model's on some axis) holds the block at the

@@ -46,7 +46,7 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
     voxel_size : sequence of float
         The voxel size the model is trained for.
     summary : dict
-        ``{"train": volumes, "val": volumes, "trainset": TrainingSet, "diameter": float or None,
+        ``{"train": volumes, "val": volumes, "trainset": TrainingSet, "diameter": float or None, "diameters": list or None,
         "init_from": dict or None}``.
     state : dict
         The loop's bookkeeping (step, best, history, elapsed).
@@ -61,6 +61,7 @@ def make_card(config: TrainConfig, voxel_size: Sequence[float], summary: dict[st
         voxel_size=list(voxel_size),
         voxel_tolerance=config.voxel_tolerance,
         nucleus_diameter_um=summary.get("diameter"),
+        nucleus_diameters_um=summary.get("diameters"),
         channels=_channels(config, summary["train"]),
         normalization=config.normalization,
         patch_size=list(config.sampling.patch_size),

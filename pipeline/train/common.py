@@ -15,7 +15,7 @@ from pipeline.config.train import TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.evaluate import matching, pool
 from pipeline.groundtruth.trainset import TrainingSet
-from pipeline.train.data import Volume, load_volumes, nucleus_diameter, summarize, target_voxel_size
+from pipeline.train.data import Volume, load_volumes, nucleus_diameter, nucleus_diameters, summarize, target_voxel_size
 
 LOG = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def card_fields(
         voxel_size=[float(v) for v in voxel_size],
         voxel_tolerance=config.voxel_tolerance,
         nucleus_diameter_um=nucleus_diameter(train_vols, voxel_size),
+        nucleus_diameters_um=nucleus_diameters(train_vols, voxel_size),
         channels=channel_names(config, train_vols),
         normalization=config.normalization,
         training={

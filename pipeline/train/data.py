@@ -251,13 +251,10 @@ def load_volumes(
     return out
 
 
-def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> float | None:
-    """Median nucleus diameter (um, equivalent sphere) of the volumes' instances, counted in
-    voxels of ``voxel_size`` (the model's scale: what the network sees).
-
-    Nuclei cut by a volume's border are left out when at least ``min_interior`` others remain.
-    """
-    sizes, interior = [], []
+def _interior_counts(volumes: Sequence[Volume], min_interior: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per volume: (labels, ids kept, voxel counts per id); nuclei cut by a border are left out
+    when at least ``min_interior`` others remain (over all volumes)."""
+    found = []
     for v in volumes:
         labels = v.instances[: v.shape[0], : v.shape[1], : v.shape[2]]
         counts = np.bincount(labels.ravel())
@@ -269,15 +266,56 @@ def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, 
         for axis in range(3):
             for index in (0, -1):
                 border[np.unique(np.take(labels, index, axis=axis))] = True
-        sizes.append(counts[ids])
-        interior.append(~border[ids])
-    if not sizes:
+        found.append((labels, ids, counts, ~border[ids]))
+    keep_interior = sum(int(inner.sum()) for *_, inner in found) >= min_interior
+    return [(labels, ids[inner] if keep_interior else ids, counts) for labels, ids, counts, inner in found]
+
+
+def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> float | None:
+    """Median nucleus diameter (um, equivalent sphere) of the volumes' instances, counted in
+    voxels of ``voxel_size`` (the model's scale: what the network sees).
+
+    Nuclei cut by a volume's border are left out when at least ``min_interior`` others remain.
+    """
+    sizes = [counts[ids] for _, ids, counts in _interior_counts(volumes, min_interior)]
+    if not sizes or not sum(s.size for s in sizes):
         return None
-    sizes_all, inner = np.concatenate(sizes), np.concatenate(interior)
-    if inner.sum() >= min_interior:
-        sizes_all = sizes_all[inner]
-    volume_um3 = float(np.median(sizes_all)) * float(np.prod(voxel_size))
+    volume_um3 = float(np.median(np.concatenate(sizes))) * float(np.prod(voxel_size))
     return round(float((6.0 * volume_um3 / np.pi) ** (1.0 / 3.0)), 3)
+
+
+def nucleus_diameters(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> list[float] | None:
+    """The nuclei's diameters along z, y and x (um), scaled to :func:`nucleus_diameter`.
+
+    Per nucleus, the axes of the ellipsoid with its second moments along the finely sampled
+    axes (``sqrt(20 var)``), and along the most coarsely sampled one (z at 5 um, where a nucleus
+    spans two slices and its moments depend on where the slices cut it) the axis that gives the
+    ellipsoid the nucleus' volume. The median per axis, scaled so that the three multiply to the
+    cube of the equivalent-sphere diameter. ``None`` when no nucleus is found.
+    """
+    d = nucleus_diameter(volumes, voxel_size, min_interior=min_interior)
+    if d is None:
+        return None
+    voxel = np.asarray(voxel_size, float)
+    coarse = int(np.argmax(voxel))
+    axes = []
+    for labels, ids, counts in _interior_counts(volumes, min_interior):
+        flat = labels.ravel()
+        n = counts[ids].astype(float)
+        per_axis = np.zeros((3, ids.size))
+        for axis, coords in enumerate(np.indices(labels.shape, sparse=True)):
+            if axis == coarse:
+                continue
+            c = np.broadcast_to(coords, labels.shape).ravel().astype(float)
+            mean = np.bincount(flat, c, minlength=counts.size)[ids] / n
+            var = np.bincount(flat, c * c, minlength=counts.size)[ids] / n - mean**2
+            per_axis[axis] = np.sqrt(20.0 * np.maximum(var, 1.0 / 12.0)) * voxel[axis]
+        others = np.prod(np.delete(per_axis, coarse, axis=0), axis=0)
+        per_axis[coarse] = 6.0 * n * float(np.prod(voxel)) / np.pi / others
+        axes.append(per_axis)
+    median = np.median(np.concatenate(axes, axis=1), axis=1)
+    scale = d / float(np.prod(median)) ** (1.0 / 3.0)
+    return [round(float(v * scale), 3) for v in median]
 
 
 def items_nucleus_diameter(trainset, splits: Sequence[str], channel: str | None = None) -> float | None:

@@ -39,7 +39,7 @@ from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
-from pipeline.train.data import edges_inside_instances, nucleus_diameter
+from pipeline.train.data import edges_inside_instances, nucleus_diameter, nucleus_diameters
 from pipeline.train.common import load_split_volumes
 from pipeline.train.init import apply_init, load_init_state
 from pipeline.train.losses import CombinedLoss, centre_loss
@@ -215,7 +215,10 @@ def _run(
     metric = config.validation.metric
     tile = config.validation.tile or patch
     board = TensorBoard(out / "tensorboard", config.tensorboard)
-    summary = {"train": train_vols, "val": val_vols, "trainset": trainset, "diameter": diameter, "init_from": init_record}
+    summary = {
+        "train": train_vols, "val": val_vols, "trainset": trainset, "diameter": diameter,
+        "diameters": nucleus_diameters(train_vols, voxel_size), "init_from": init_record,
+    }
 
     def checkpoint() -> None:
         save_checkpoint(
