@@ -95,6 +95,12 @@ def model_md(card: dict[str, Any], *, folder: str | Path | None = None) -> str:
             f"{across} voxels in z, y, x. Where your nuclei are of another size, say so with `--diameter UM`: "
             "the data is then scaled so that its nuclei take as many voxels as these did."
         )
+        per_axis = card.get("nucleus_diameters_um")
+        lines.append(
+            (f"Along z, y and x they measured {_um(per_axis)}. " if per_axis else "")
+            + "Where your nuclei are not round in the data (drawn out along z by the axial blur, as is common), "
+            "give their size per axis, `--diameter Z,Y,X` (um): each axis is then scaled on its own."
+        )
     else:
         lines.append(
             "The card does not record the training nuclei's size (written before it was recorded): `--diameter` "
