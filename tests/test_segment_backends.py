@@ -74,6 +74,7 @@ def test_train_then_segment_a_store(backend, trainset, plate, tmp_path, dask_cli
     card = json.loads((tmp_path / f"run-{backend}" / "model" / "model.json").read_text())
     assert card["format"] == f"spheroid-{backend}" and card["voxel_size"] == list(VOXEL)
     assert card["nucleus_diameter_um"] > 0 and card["channels"] == ["Hoechst"]
+    assert np.prod(card["nucleus_diameters_um"]) ** (1 / 3) == pytest.approx(card["nucleus_diameter_um"], rel=1e-3)
     assert card["training"]["steps"] == 2 and card["metrics"]["best"]["n_true"] > 0
     # scored on the val volume's true nuclei as stored (Cellpose renumbers label slices in place:
     # its training must not reach the val volumes' 3D instances)
