@@ -17,7 +17,7 @@ Data sets (none of them seen in training or model selection):
   (51 x 120 x 122 at 2.18 x 1 x 1 um; nuclei about 34 um along z for 16-17 um in y and x,
   drawn out by the axial blur: ``--diameter 33.9,16.3,16.8``, what a user reads off the
   nuclei, here measured on the truth with the rule of the model card's ``nucleus_diameters_um``,
-  :func:`pipeline.train.data.nucleus_diameters`);
+  :func:`pipeline.groundtruth.sizes.nucleus_sizes`);
 * ``ovule``: the real ovule crop 1136 of ``../shared/data/ovule-nuclei-3d`` (voxel size from
   its TIFF; nuclei about round, ~3.5 um: ``--diameter 3.5``).
 

@@ -87,6 +87,14 @@ def test_groundtruth_add_to_trainset(tmp_path, rng):
     res = run("trainset", "info", tmp_path / "ts", "--json")
     info = json.loads(res.output)
     assert info["summary"]["items"] == 1 and info["items"][0]["id"] == "b10-t0" and "provenance" not in info["items"][0]
+    # the item's median nucleus, as a sphere and per axis (what --diameter Z,Y,X takes)
+    from pipeline.groundtruth.sizes import nucleus_sizes, typical_diameters
+
+    stats = info["items"][0]["stats"]
+    d, per_axis = typical_diameters([nucleus_sizes(inst, item["voxel_size"])])
+    assert stats["nucleus_diameter_um"] == d and stats["nucleus_diameters_um"] == per_axis and len(per_axis) == 3
+    size_text = " x ".join(f"{v:.3g}" for v in per_axis)
+    assert f"of {size_text} um (z, y, x)" in run("trainset", "info", tmp_path / "ts").output
     res = run("trainset", "add", tmp_path / "ts", "--image", tmp_path / "img.tif", "--labels", tmp_path / "masks.tif", "--source", "real:mine", "--id", "again")
     assert res.exit_code == 0, res.output
     assert TrainingSet.open(tmp_path / "ts").get("again")["source"] == "real:mine"

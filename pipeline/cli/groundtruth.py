@@ -143,7 +143,7 @@ def trainset_create(path):
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and the items as JSON.")
 def trainset_info(path, as_json):
-    """Summarise a training set: items per split and source, class balance."""
+    """Summarise a training set: items per split and source, class balance, nuclei and their size."""
     from pipeline.groundtruth.trainset import TrainingSet, format_balance
 
     ts = TrainingSet.open(path)
@@ -157,7 +157,9 @@ def trainset_info(path, as_json):
         click.echo(f"  class balance: {format_balance(summary['class_balance'])}")
     for it in ts.items():
         vs = ", ".join(f"{v:.3g}" for v in it["voxel_size"])
-        click.echo(f"  {it['id']:<28} {it['split']:<5} {it['source']:<24} {str(tuple(it['stats']['shape'])):<16} voxel ({vs}) um  {it['stats']['n_instances']} nuclei")
+        sizes = it["stats"].get("nucleus_diameters_um")
+        size = f" of {' x '.join(f'{v:.3g}' for v in sizes)} um (z, y, x)" if sizes else ""
+        click.echo(f"  {it['id']:<28} {it['split']:<5} {it['source']:<24} {str(tuple(it['stats']['shape'])):<16} voxel ({vs}) um  {it['stats']['n_instances']} nuclei{size}")
 
 
 @trainset.command("add")

@@ -12,7 +12,8 @@ training job (which reads them only through :class:`TrainingSet`)::
 ``ITEM`` holds ``id``, the three relative paths, ``voxel_size`` ``[z, y, x]`` in
 micrometres, ``channel``, ``source`` (``synthetic``, ``cellpose``,
 ``hand-corrected`` or ``real:<dataset>``), ``split`` (``train``, ``val``, ``test``),
-free-form ``provenance``, and ``stats`` (shape, number of instances, class balance).
+free-form ``provenance``, and ``stats`` (shape, number of instances, class balance, and the
+median nucleus' diameter, as a sphere and per axis).
 
 Every write is atomic: TIFFs are written under a temporary name and renamed, the
 manifest is rewritten to a temporary file and renamed, under an exclusive lock so
@@ -26,12 +27,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.groundtruth.sizes import nucleus_sizes, typical_diameters
 from pipeline.groundtruth.manifest import MANIFEST, VERSION, jsonable, read_manifest, write_json_atomic
 from pipeline.groundtruth.tiffio import read_tiff, write_tiff
 
@@ -272,6 +275,7 @@ class TrainingSet:
                     "image_dtype": str(image.dtype),
                     "n_instances": int(np.count_nonzero(np.unique(instances))),
                     "class_balance": class_balance(semantic),
+                    **_size_stats(instances, voxel),
                 },
             }
             write_tiff(self.root / entry["image"], image, voxel)
@@ -357,3 +361,9 @@ def _check_voxel_size(voxel_size, where: str) -> tuple[float, float, float]:
     if len(voxel) != 3 or not all(np.isfinite(v) and v > 0 for v in voxel):
         raise InputError(f"{where}: voxel_size must be three positive numbers (z, y, x) in um, got {voxel_size!r}")
     return voxel
+
+
+def _size_stats(instances: np.ndarray, voxel_size: Sequence[float]) -> dict[str, Any]:
+    """The item's median nucleus (:func:`pipeline.groundtruth.sizes.typical_diameters`), where it has one."""
+    found = typical_diameters([nucleus_sizes(instances, voxel_size)])
+    return {"nucleus_diameter_um": found[0], "nucleus_diameters_um": found[1]} if found else {}

@@ -51,7 +51,7 @@ class CardBase(StrictModel):
     nucleus_diameters_um: list[float] | None = Field(None, min_length=3, max_length=3)
     """The training nuclei's diameters along z, y and x (um; median axes of the ellipsoid of the
     same moments and volume, scaled so that their geometric mean is ``nucleus_diameter_um``,
-    :func:`pipeline.train.data.nucleus_diameters`): what a per-axis ``--diameter Z,Y,X`` is
+    :func:`pipeline.groundtruth.sizes.nucleus_sizes`): what a per-axis ``--diameter Z,Y,X`` is
     compared with. ``null``: round (``nucleus_diameter_um`` on every axis)."""
     channels: list[str] = Field(min_length=1)
     """Channel names the model was trained on, in input order; ``"A|B"`` means either stain.

@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.config.train import NormalizationConfig
 from pipeline.errors import InputError
+from pipeline.groundtruth.sizes import nucleus_sizes, typical_diameters
 from pipeline.groundtruth.trainset import TrainingSet
 from pipeline.preprocess.normalize import percentile_normalize
 
@@ -251,24 +252,10 @@ def load_volumes(
     return out
 
 
-def _interior_counts(volumes: Sequence[Volume], min_interior: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per volume: (labels, ids kept, voxel counts per id); nuclei cut by a border are left out
-    when at least ``min_interior`` others remain (over all volumes)."""
-    found = []
-    for v in volumes:
-        labels = v.instances[: v.shape[0], : v.shape[1], : v.shape[2]]
-        counts = np.bincount(labels.ravel())
-        ids = np.flatnonzero(counts)
-        ids = ids[ids > 0]
-        if not ids.size:
-            continue
-        border = np.zeros(counts.size, bool)
-        for axis in range(3):
-            for index in (0, -1):
-                border[np.unique(np.take(labels, index, axis=axis))] = True
-        found.append((labels, ids, counts, ~border[ids]))
-    keep_interior = sum(int(inner.sum()) for *_, inner in found) >= min_interior
-    return [(labels, ids[inner] if keep_interior else ids, counts) for labels, ids, counts, inner in found]
+def _sizes(volumes: Sequence[Volume], voxel_size: Sequence[float], min_interior: int) -> tuple[float, list[float]] | None:
+    return typical_diameters(
+        [nucleus_sizes(v.instances[: v.shape[0], : v.shape[1], : v.shape[2]], voxel_size) for v in volumes], min_interior=min_interior,
+    )
 
 
 def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> float | None:
@@ -277,45 +264,15 @@ def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, 
 
     Nuclei cut by a volume's border are left out when at least ``min_interior`` others remain.
     """
-    sizes = [counts[ids] for _, ids, counts in _interior_counts(volumes, min_interior)]
-    if not sizes or not sum(s.size for s in sizes):
-        return None
-    volume_um3 = float(np.median(np.concatenate(sizes))) * float(np.prod(voxel_size))
-    return round(float((6.0 * volume_um3 / np.pi) ** (1.0 / 3.0)), 3)
+    found = _sizes(volumes, voxel_size, min_interior)
+    return found[0] if found else None
 
 
 def nucleus_diameters(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> list[float] | None:
-    """The nuclei's diameters along z, y and x (um), scaled to :func:`nucleus_diameter`.
-
-    Per nucleus, the axes of the ellipsoid with its second moments along the finely sampled
-    axes (``sqrt(20 var)``), and along the most coarsely sampled one (z at 5 um, where a nucleus
-    spans two slices and its moments depend on where the slices cut it) the axis that gives the
-    ellipsoid the nucleus' volume. The median per axis, scaled so that the three multiply to the
-    cube of the equivalent-sphere diameter. ``None`` when no nucleus is found.
-    """
-    d = nucleus_diameter(volumes, voxel_size, min_interior=min_interior)
-    if d is None:
-        return None
-    voxel = np.asarray(voxel_size, float)
-    coarse = int(np.argmax(voxel))
-    axes = []
-    for labels, ids, counts in _interior_counts(volumes, min_interior):
-        flat = labels.ravel()
-        n = counts[ids].astype(float)
-        per_axis = np.zeros((3, ids.size))
-        for axis, coords in enumerate(np.indices(labels.shape, sparse=True)):
-            if axis == coarse:
-                continue
-            c = np.broadcast_to(coords, labels.shape).ravel().astype(float)
-            mean = np.bincount(flat, c, minlength=counts.size)[ids] / n
-            var = np.bincount(flat, c * c, minlength=counts.size)[ids] / n - mean**2
-            per_axis[axis] = np.sqrt(20.0 * np.maximum(var, 1.0 / 12.0)) * voxel[axis]
-        others = np.prod(np.delete(per_axis, coarse, axis=0), axis=0)
-        per_axis[coarse] = 6.0 * n * float(np.prod(voxel)) / np.pi / others
-        axes.append(per_axis)
-    median = np.median(np.concatenate(axes, axis=1), axis=1)
-    scale = d / float(np.prod(median)) ** (1.0 / 3.0)
-    return [round(float(v * scale), 3) for v in median]
+    """The nuclei's diameters along z, y and x (um), scaled to :func:`nucleus_diameter`
+    (see :func:`pipeline.groundtruth.sizes.nucleus_sizes`). ``None`` when no nucleus is found."""
+    found = _sizes(volumes, voxel_size, min_interior)
+    return found[1] if found else None
 
 
 def items_nucleus_diameter(trainset, splits: Sequence[str], channel: str | None = None) -> float | None:
