@@ -244,7 +244,19 @@ def test_z_trim_cuts_the_blurred_end_slices_only():
     assert trim_z(np.zeros((3, 4, 4), np.uint32), 0.5).max() == 0
 
 
-@pytest.mark.parametrize("key,value", [("z_trim", -0.1), ("z_trim", 1.0), ("seed_footprint", [0, 5, 5]), ("seed_smooth", [0, -1, 0])])
+def test_min_peak_drops_instances_the_model_is_unsure_of():
+    probs, _ = blurred_nucleus()
+    faint = probs.copy()
+    faint[1:, :, :, :] *= 0.45  # the whole nucleus at p(nucleus) 0.36, foreground 0.45
+    faint[0] = 1 - faint[1] - faint[2]
+    both = np.concatenate([probs, faint], axis=3)
+    kwargs = dict(seeds="maxima", seed_threshold=0.2, foreground_threshold=0.3, erode_xy=0, min_size=5, include_edge=True)
+    assert label_nuclei(both, **kwargs).max() == 2
+    kept = label_nuclei(both, min_peak=0.5, **kwargs)
+    assert kept.max() == 1 and not kept[..., probs.shape[3]:].any()
+
+
+@pytest.mark.parametrize("key,value", [("z_trim", -0.1), ("z_trim", 1.0), ("seed_footprint", [0, 5, 5]), ("seed_smooth", [0, -1, 0]), ("min_peak", 1.0)])
 def test_labeling_config_rejects_bad_values_naming_the_key(key, value):
     from pydantic import ValidationError
 

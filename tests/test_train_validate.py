@@ -54,11 +54,27 @@ def test_validate_perfect_and_shifted():
 
 def test_tune_labeling_keeps_a_perfect_setting_and_reports_all():
     labeling = LabelingConfig(min_size=5, erode_xy=0, include_edge=False)
-    best, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5, 0.9), foreground_thresholds=(0.5,), z_trims=(0.0,))
+    best, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5, 0.9), foreground_thresholds=(0.5,), z_trims=(0.0,), min_peaks=(0.0,))
     assert best == labeling  # the given setting is perfect already and comes first
     assert [(r["seeds"], r["seed_threshold"], r["foreground_threshold"]) for r in rows] == [
         ("interior", 0.5, 0.5), ("interior", 0.9, 0.5), ("maxima", 0.5, 0.5), ("maxima", 0.9, 0.5)]
     assert rows[0]["match_f1"] == 1.0 and rows[0]["n_pred"] == 2
     only, rows = tune_labeling(Oracle(), [volume_with_nuclei()], tile=(4, 16, 16), labeling=labeling, seed_thresholds=(0.5,),
                                foreground_thresholds=(0.5,), seed_modes=("interior",))
-    assert [(r["seeds"], r["z_trim"]) for r in rows] == [("interior", 0.0), ("interior", 0.3), ("interior", 0.5)]
+    assert [(r["seeds"], r["z_trim"], r["min_peak"]) for r in rows] == [
+        ("interior", 0.0, 0.0), ("interior", 0.3, 0.0), ("interior", 0.5, 0.0), ("interior", 0.0, 0.4), ("interior", 0.0, 0.5), ("interior", 0.0, 0.6)]
+
+
+def test_the_search_drops_unconfident_instances_where_that_pays():
+    """A faint false blob (p(nucleus) 0.4, above the seed threshold) beside two true nuclei: the
+    search's second stage keeps only instances that reach p(nucleus) 0.5."""
+    from pipeline.train.validate import choose_labeling
+
+    vol = volume_with_nuclei()
+    probs = np.stack([(vol.semantic == c).astype(np.float32) for c in range(3)])
+    probs[:, 1:3, 34:38, 3:7] = np.array([0.3, 0.3, 0.4], np.float32)[:, None, None, None]  # the faint blob
+    truth = vol.instances[: vol.shape[0], : vol.shape[1], : vol.shape[2]]
+    assert not truth[1:3, 34:38, 3:7].any()
+    labeling = LabelingConfig(min_size=5, erode_xy=0, include_edge=False, seeds="maxima", seed_threshold=0.2, foreground_threshold=0.4)
+    best, rows = choose_labeling([(probs, truth)], labeling, seed_thresholds=(0.2,), foreground_thresholds=(0.4,), seed_modes=("maxima",), z_trims=(0.0,))
+    assert best.min_peak == 0.5 and rows[0]["match_f1"] < 1.0 and max(r["match_f1"] for r in rows) == 1.0

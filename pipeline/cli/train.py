@@ -115,7 +115,7 @@ def test_model(model: Path, trainset: Path, split: str, device: str, update_card
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True, help="Split to tune on (not one you report held-out figures on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 def tune_labeling(model: Path, trainset: Path, split: str, device: str) -> None:
-    """Choose a U-Net MODEL's labelling again (seed mode, seed and foreground thresholds, z-trim) on a split, and store it in its card.
+    """Choose a U-Net MODEL's labelling again (seed mode, seed and foreground thresholds, z-trim, least peak p(nucleus)) on a split, and store it in its card.
 
     `spheroid train` does this on its val split after training; this re-does it for a trained
     model, e.g. after a new labelling option, or on val items of your own data.
@@ -126,7 +126,7 @@ def tune_labeling(model: Path, trainset: Path, split: str, device: str) -> None:
     after = result["after"]
     click.echo(f"{split} ({len(result['items'])} volumes): instance F1@0.5 {result['match_f1_before']:.3f} -> {result['match_f1']:.3f} "
                f"with {after['seeds']} seeds, seed {after['seed_threshold']:.2f}, foreground {after['foreground_threshold']:.2f}, "
-               f"z-trim {after['z_trim']:.2f}; card updated: {model}")
+               f"z-trim {after['z_trim']:.2f}, min peak {after['min_peak']:.2f}; card updated: {model}")
 
 
 @click.command("model-card")

@@ -179,6 +179,10 @@ class LabelingConfig(StrictModel):
     """Cut each instance's first and last slices whose area is below this fraction of its largest
     slice: the axial blur makes the foreground reach a slice or two above and below a nucleus
     (true nuclei at 5 um span mostly 2 slices, predicted masks 3-4). 0: off."""
+    min_peak: float = Field(0.0, ge=0, lt=1)
+    """Drop instances whose highest p(nucleus) stays below this: regions the model is unsure of
+    as a whole (out-of-focus haze, faint debris), which a seed at a low local maximum would
+    otherwise turn into a nucleus. 0: off."""
     include_edge: bool | None = None
     """Instances keep the edge voxels they grow into (true: the ground truth's ``inner`` edges, which
     lie inside each instance) or are cut back to the nucleus class (false: the thesis' ``outer``

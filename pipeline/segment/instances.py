@@ -83,6 +83,7 @@ def label_nuclei(
     seed_smooth: Sequence[float] = (0.0, 0.8, 0.8),
     markers: np.ndarray | None = None,
     z_trim: float = 0.0,
+    min_peak: float = 0.0,
 ) -> np.ndarray:
     """Label nucleus instances: seeded watershed from the confident nucleus interior.
 
@@ -132,6 +133,9 @@ def label_nuclei(
     z_trim : float
         Cut each instance's end slices (first and last) whose area is below this fraction of
         its largest slice (:func:`trim_z`); 0 keeps them.
+    min_peak : float
+        Probabilities only: drop instances whose highest p(nucleus) is below this
+        (:func:`drop_unconfident`); 0 keeps them all.
 
     Returns
     -------
@@ -154,7 +158,7 @@ def label_nuclei(
     if data.ndim == 4 and data.shape[0] == 4:
         centre = np.asarray(data[3], dtype=np.float32)
         seeds = cc3d.connected_components((centre > seed_centre) & foreground, connectivity=6).astype(np.uint32)
-        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge, z_trim)  # a small nucleus has a small seed
+        return _grow(seeds, -centre, foreground, nucleus, 1, min_size, include_edge, z_trim, p_nucleus, min_peak)  # a small nucleus has a small seed
     if not interior.any():
         return np.zeros(interior.shape, dtype=np.uint32)
     if seeds == "maxima" and p_nucleus is not None:
@@ -162,7 +166,7 @@ def label_nuclei(
         if markers is None:
             markers = maxima_markers(smooth, foreground, seed_threshold, seed_footprint)
         landscape = -smooth if elevation == "probability" else _distance(foreground, voxel_size)
-        return _grow(markers, landscape, foreground, nucleus, 1, min_size, include_edge, z_trim)
+        return _grow(markers, landscape, foreground, nucleus, 1, min_size, include_edge, z_trim, p_nucleus, min_peak)
 
     # Seeds: components of the eroded interior; components erosion erased are added back whole.
     eroded = _erode_xy(interior, erode_xy)
@@ -178,7 +182,7 @@ def label_nuclei(
         landscape = -p_nucleus
     else:
         landscape = _distance(foreground, voxel_size)
-    return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge, z_trim)
+    return _grow(seeds, landscape, foreground, nucleus, min_seed_size, min_size, include_edge, z_trim, p_nucleus, min_peak)
 
 
 def _smooth(p_nucleus: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
@@ -235,6 +239,7 @@ def _drop_small(labels: np.ndarray, min_size: int) -> None:
 def _grow(
     seeds: np.ndarray, landscape: np.ndarray, foreground: np.ndarray, nucleus: np.ndarray,
     min_seed_size: int, min_size: int, include_edge: bool, z_trim: float = 0.0,
+    p_nucleus: np.ndarray | None = None, min_peak: float = 0.0,
 ) -> np.ndarray:
     """Seeds (small ones dropped) grown by a watershed over ``landscape`` within ``foreground``."""
     _drop_small(seeds, min_seed_size)
@@ -243,8 +248,31 @@ def _grow(
     labels = watershed(landscape, markers=seeds, mask=foreground).astype(np.uint32)
     if not include_edge:
         labels[~nucleus] = 0
+    if p_nucleus is not None:
+        drop_unconfident(labels, p_nucleus, min_peak)
     labels = finish_labels(labels, z_trim, min_size)
     LOG.debug("label_nuclei: %d seeds -> %d instances", int(seeds.max()), int(labels.max()))
+    return labels
+
+
+def drop_unconfident(labels: np.ndarray, p_nucleus: np.ndarray, min_peak: float) -> np.ndarray:
+    """Remove (in place) the instances whose highest ``p_nucleus`` is below ``min_peak``.
+
+    Examples
+    --------
+    >>> lab = np.array([[[1, 1, 0, 2, 2]]], np.uint32)
+    >>> p = np.array([[[0.9, 0.6, 0.0, 0.3, 0.2]]], np.float32)
+    >>> drop_unconfident(lab, p, 0.5).tolist()
+    [[[1, 1, 0, 0, 0]]]
+    """
+    if min_peak <= 0 or not labels.any():
+        return labels
+    n = int(labels.max())
+    peaks = ndi.maximum(p_nucleus, labels, index=np.arange(1, n + 1))
+    keep = np.ones(n + 1, dtype=bool)
+    keep[1:] = np.asarray(peaks) >= min_peak
+    if not keep.all():
+        labels[~keep[labels]] = 0
     return labels
 
 
@@ -325,4 +353,5 @@ def label_with(probs: np.ndarray, labeling: LabelingConfig, voxel_size: Sequence
         seed_smooth=labeling.seed_smooth,
         markers=markers,
         z_trim=labeling.z_trim,
+        min_peak=labeling.min_peak,
     )

@@ -167,8 +167,9 @@ def tune_model_labeling(model_dir: str | Path, trainset: str | Path, *, split: s
     from pipeline.train.modelcard import write_model_md
 
     write_model_md(model_dir)
-    LOG.info("%s: labelling %s -> %s seeds, seed %.2f, foreground %.2f, z-trim %.2f: instance F1 %.3f -> %.3f on %d %s volume(s)",
-             model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, best.z_trim, before, after, len(volumes), split)
+    LOG.info("%s: labelling %s -> %s seeds, seed %.2f, foreground %.2f, z-trim %.2f, min peak %.2f: instance F1 %.3f -> %.3f on %d %s volume(s)",
+             model_dir, card.labeling.seeds, best.seeds, best.seed_threshold, best.foreground_threshold, best.z_trim, best.min_peak,
+             before, after, len(volumes), split)
     return {"split": split, "trainset": str(ts.root), "items": [v.id for v in volumes], "before": card.labeling.model_dump(),
             "after": best.model_dump(), "match_f1_before": before, "match_f1": after, "rows": rows}
 

@@ -131,6 +131,7 @@ SEED_THRESHOLDS = (0.2, 0.35, 0.5, 0.65, 0.8)
 FOREGROUND_THRESHOLDS = (0.35, 0.5, 0.65, 0.8)
 SEED_MODES = ("interior", "maxima")
 Z_TRIMS = (0.0, 0.3, 0.5)
+MIN_PEAKS = (0.0, 0.4, 0.5, 0.6)
 
 
 def tune_labeling(
@@ -152,9 +153,10 @@ def tune_labeling(
     of ``seed_modes`` (interior components or local maxima of p(nucleus); a model with the
     centre map seeds from it). Ties keep the earlier combination, and ``labeling`` itself is
     among the candidates. Each is tried with every ``z_trims`` (the end-slice cut of
-    :func:`~pipeline.segment.instances.trim_z`). ``search``: the keyword arguments of
-    :func:`choose_labeling` (``voxel_size``, ``match_threshold``, ``seed_thresholds``,
-    ``foreground_thresholds``, ``seed_modes``, ``z_trims``).
+    :func:`~pipeline.segment.instances.trim_z`); the best is then tried with every
+    ``min_peaks`` (instances whose highest p(nucleus) stays below it dropped). ``search``: the
+    keyword arguments of :func:`choose_labeling` (``voxel_size``, ``match_threshold``,
+    ``seed_thresholds``, ``foreground_thresholds``, ``seed_modes``, ``z_trims``, ``min_peaks``).
 
     Returns
     -------
@@ -181,6 +183,7 @@ def choose_labeling(
     foreground_thresholds: Sequence[float] = FOREGROUND_THRESHOLDS,
     seed_modes: Sequence[str] = SEED_MODES,
     z_trims: Sequence[float] = Z_TRIMS,
+    min_peaks: Sequence[float] = MIN_PEAKS,
 ) -> tuple[LabelingConfig, list[dict[str, float]]]:
     """The grid search of :func:`tune_labeling` over (probabilities, true instances) pairs already predicted."""
     seed_key = "seed_centre" if cases and cases[0][0].shape[0] > len(CLASSES) else "seed_threshold"
@@ -200,9 +203,25 @@ def choose_labeling(
             untrimmed = [label_with(probs, trial.model_copy(update={"z_trim": 0.0}), voxel_size) for probs, _ in cases]
         labels = [lab if trim == 0 else finish_labels(lab.copy(), trim, trial.min_size) for lab in untrimmed]
         pooled = pool([matching(truth, lab, thresh=match_threshold) for lab, (_, truth) in zip(labels, cases)])
-        rows.append({"seeds": mode, seed_key: float(seed), "foreground_threshold": float(fg), "z_trim": float(trim), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        rows.append({**_row(trial, seed_key), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
         if pooled.f1 > best_f1:
             best, best_f1 = trial, float(pooled.f1)
-    LOG.info("labelling tuned on %d val volume(s): %s seeds, %s %.2f, foreground %.2f, z-trim %.2f -> instance F1 %.3f",
-             len(cases), best.seeds, seed_key, getattr(best, seed_key), best.foreground_threshold, best.z_trim, best_f1)
+    # the instance-confidence cut, on the best combination (a filter: one more watershed each)
+    for peak in dict.fromkeys(float(v) for v in min_peaks):
+        if peak == best.min_peak:
+            continue
+        trial = best.model_copy(update={"min_peak": peak})
+        pooled = pool([matching(truth, label_with(probs, trial, voxel_size), thresh=match_threshold) for probs, truth in cases])
+        rows.append({**_row(trial, seed_key), "match_f1": float(pooled.f1), "n_pred": int(pooled.n_pred)})
+        if pooled.f1 > best_f1:
+            best, best_f1 = trial, float(pooled.f1)
+    LOG.info("labelling tuned on %d val volume(s): %s seeds, %s %.2f, foreground %.2f, z-trim %.2f, min peak %.2f -> instance F1 %.3f",
+             len(cases), best.seeds, seed_key, getattr(best, seed_key), best.foreground_threshold, best.z_trim, best.min_peak, best_f1)
     return best, rows
+
+
+def _row(trial: LabelingConfig, seed_key: str) -> dict[str, Any]:
+    return {
+        "seeds": trial.seeds, seed_key: float(getattr(trial, seed_key)), "foreground_threshold": float(trial.foreground_threshold),
+        "z_trim": float(trial.z_trim), "min_peak": float(trial.min_peak),
+    }
