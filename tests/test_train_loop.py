@@ -131,7 +131,9 @@ def test_outputs_and_model_card(trainset, tmp_path):
     assert {i["id"]: i["split"] for i in card.training["items"]} == {"s0": "train", "s1": "train", "s2": "train", "s3": "val"}
     assert card.training["steps"] == 6 and card.command == "spheroid train -c x.yaml"
     rows = card.metrics["labeling_tuning"]  # thresholds chosen on the val volume after training
-    assert len(rows) == 120 and card.labeling.include_edge is False  # 2 seed modes x 5 x 4 thresholds x 3 z-trims; the fixture's edges lie outside
+    # 2 seed modes x 5 x 4 thresholds x 3 z-trims, then 3 least peaks on the best; the fixture's edges lie outside
+    assert len(rows) == 123 and card.labeling.include_edge is False
+    assert sorted(r["min_peak"] for r in rows[120:]) == [0.4, 0.5, 0.6]
     assert {r["seeds"] for r in rows} == {"interior", "maxima"} and {r["z_trim"] for r in rows} == {0.0, 0.3, 0.5}
     best = max(rows, key=lambda r: r["match_f1"])
     assert best["match_f1"] == max(r["match_f1"] for r in rows if r["seed_threshold"] == card.labeling.seed_threshold and r["foreground_threshold"] == card.labeling.foreground_threshold)
@@ -270,9 +272,10 @@ def test_tune_labeling_command_updates_the_card(trainset, tmp_path):
     tuned = card.metrics["labeling_tuned_on"]
     assert tuned["split"] == "val" and tuned["items"] == ["s3"] and tuned["match_f1"] >= tuned["match_f1_before"]
     rows = card.metrics["labeling_tuning"]
-    assert len(rows) == 120 and rows[0]["seeds"] == before.labeling.seeds  # the card's own settings first
+    assert len(rows) == 123 and rows[0]["seeds"] == before.labeling.seeds  # the card's own settings first
     best = max(rows, key=lambda r: r["match_f1"])
     assert card.labeling.seeds == best["seeds"] and card.labeling.seed_threshold == best["seed_threshold"] and card.labeling.z_trim == best["z_trim"]
+    assert card.labeling.min_peak == best["min_peak"] and "min peak" in run.output
     assert card.architecture == before.architecture and card.metrics["best_step"] == before.metrics["best_step"]
     # the card's new labelling is what the model now segments with
     assert evaluate_model(result.model_dir, trainset, split="val")["metrics"]["synthetic"]["match_f1"] == pytest.approx(tuned["match_f1"])

@@ -35,7 +35,7 @@ def test_card_describes_the_training(default_model):
     key = "seed_centre" if card.architecture.centre else "seed_threshold"
     tuned = [r for r in card.metrics["labeling_tuning"] if r[key] == getattr(card.labeling, key)
              and r["foreground_threshold"] == card.labeling.foreground_threshold and r.get("seeds", "interior") == card.labeling.seeds
-             and r.get("z_trim", 0.0) == card.labeling.z_trim]
+             and r.get("z_trim", 0.0) == card.labeling.z_trim and r.get("min_peak", 0.0) == card.labeling.min_peak]
     assert tuned
     if card.metrics["best"]["computed_with"].startswith("the card's labeling"):
         own = card.metrics["best"]
