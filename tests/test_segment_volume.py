@@ -76,6 +76,13 @@ def test_nucleus_diameters_per_axis():
     d = nucleus_diameters(vols, (1.0, 1.0, 1.0), min_interior=1)
     assert d == pytest.approx([30.0, 15.0, 15.0], rel=0.05)
     assert np.prod(d) ** (1 / 3) == pytest.approx(nucleus_diameter(vols, (1.0, 1.0, 1.0), min_interior=1), rel=1e-3)
+    # sparse ids (as a user's mask may hold) measure as compact ones
+    from pipeline.groundtruth.sizes import nucleus_sizes
+
+    compact = vols[0].instances
+    sparse = np.where(compact > 0, compact.astype(np.uint32) * 1_000_000_000 - 1, 0).astype(np.uint32)
+    a, b = nucleus_sizes(compact, (1.0, 1.0, 1.0)), nucleus_sizes(sparse, (1.0, 1.0, 1.0))
+    assert np.allclose(a.axes_um, b.axes_um) and np.allclose(a.volume_um3, b.volume_um3)
     phases = np.random.default_rng(0).uniform(2.0, 3.0, 16)  # where the slices cut each nucleus
     coarse = ellipsoids((6, 80, 80), VOXEL, (10.0, 10.0, 10.0), [(z, 10 + 20 * (i // 4), 10 + 20 * (i % 4)) for i, z in enumerate(phases)])
     dz, dy, dx = nucleus_diameters(coarse, VOXEL, min_interior=1)

@@ -14,6 +14,9 @@ import numpy as np
 
 __all__ = ["NucleusSizes", "nucleus_sizes", "typical_diameters"]
 
+#: Label ids from this value up are renumbered 1..N first (per-id tables stay small).
+SPARSE_IDS = 1 << 20
+
 
 @dataclass(frozen=True)
 class NucleusSizes:
@@ -34,6 +37,9 @@ def nucleus_sizes(labels: np.ndarray, voxel_size: Sequence[float]) -> NucleusSiz
     ellipsoid the nucleus' volume.
     """
     voxel = np.asarray(voxel_size, float)
+    if labels.size and int(labels.max()) >= SPARSE_IDS:  # ids such as 4e9: renumber, so that tables are per nucleus
+        ids, compact = np.unique(labels, return_inverse=True)
+        labels = (compact.reshape(labels.shape) + (ids[0] != 0)).astype(np.uint32)
     counts = np.bincount(labels.ravel())
     ids = np.flatnonzero(counts)
     ids = ids[ids > 0]
