@@ -58,7 +58,7 @@ def _image(location: Location, path: str):
 def fits_one_block(segmenter, shape: Sequence[int], voxel_size: Sequence[float]) -> bool:
     """Whether a volume of ``shape`` is segmented as one block (at the model's scale, no halo needed)."""
     card, c = segmenter.card, segmenter.config
-    target = target_voxel_size(card.voxel_size, card.nucleus_diameter_um, c.diameter, card_diameters=getattr(card, "nucleus_diameters_um", None))
+    target = target_voxel_size(card.voxel_size, card.nucleus_diameter_um, c.diameter, card_diameters=card.nucleus_diameters_um)
     factors = zoom_factors(voxel_size, target, card.voxel_tolerance)
     return float(np.prod(np.asarray(shape) * factors)) <= c.block_mvoxels * 1e6
 

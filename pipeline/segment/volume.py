@@ -123,7 +123,7 @@ def segment_volume(
     voxel_size = check_voxel_size(voxel_size, source)
     target = target_voxel_size(
         card.voxel_size, card.nucleus_diameter_um, diameter,
-        card_diameters=getattr(card, "nucleus_diameters_um", None), source=getattr(segmenter, "folder", "model"),
+        card_diameters=card.nucleus_diameters_um, source=getattr(segmenter, "folder", "model"),
     )
     factors = zoom_factors(voxel_size, target, card.voxel_tolerance, source=source)
     norm = card.normalization

@@ -15,7 +15,7 @@ from pipeline.config.train import TrainConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.evaluate import matching, pool
 from pipeline.groundtruth.trainset import TrainingSet
-from pipeline.train.data import Volume, load_volumes, nucleus_diameter, nucleus_diameters, summarize, target_voxel_size
+from pipeline.train.data import Volume, load_volumes, nucleus_size, summarize, target_voxel_size
 
 LOG = logging.getLogger(__name__)
 
@@ -93,12 +93,13 @@ def card_fields(
 ) -> dict[str, Any]:
     """The fields every card shares (see :class:`pipeline.segment.card.CardBase`)."""
     items = summarize(train_vols) + summarize(val_vols)
+    size = nucleus_size(train_vols, voxel_size)
     return dict(
         name=config.name,
         voxel_size=[float(v) for v in voxel_size],
         voxel_tolerance=config.voxel_tolerance,
-        nucleus_diameter_um=nucleus_diameter(train_vols, voxel_size),
-        nucleus_diameters_um=nucleus_diameters(train_vols, voxel_size),
+        nucleus_diameter_um=size[0] if size else None,
+        nucleus_diameters_um=size[1] if size else None,
         channels=channel_names(config, train_vols),
         normalization=config.normalization,
         training={

@@ -252,7 +252,9 @@ def load_volumes(
     return out
 
 
-def _sizes(volumes: Sequence[Volume], voxel_size: Sequence[float], min_interior: int) -> tuple[float, list[float]] | None:
+def nucleus_size(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> tuple[float, list[float]] | None:
+    """``(nucleus_diameter, nucleus_diameters)`` of the volumes' instances in one measurement
+    (:func:`pipeline.groundtruth.sizes.typical_diameters`); ``None`` when no nucleus is found."""
     return typical_diameters(
         [nucleus_sizes(v.instances[: v.shape[0], : v.shape[1], : v.shape[2]], voxel_size) for v in volumes], min_interior=min_interior,
     )
@@ -264,14 +266,14 @@ def nucleus_diameter(volumes: Sequence[Volume], voxel_size: Sequence[float], *, 
 
     Nuclei cut by a volume's border are left out when at least ``min_interior`` others remain.
     """
-    found = _sizes(volumes, voxel_size, min_interior)
+    found = nucleus_size(volumes, voxel_size, min_interior=min_interior)
     return found[0] if found else None
 
 
 def nucleus_diameters(volumes: Sequence[Volume], voxel_size: Sequence[float], *, min_interior: int = 10) -> list[float] | None:
     """The nuclei's diameters along z, y and x (um), scaled to :func:`nucleus_diameter`
     (see :func:`pipeline.groundtruth.sizes.nucleus_sizes`). ``None`` when no nucleus is found."""
-    found = _sizes(volumes, voxel_size, min_interior)
+    found = nucleus_size(volumes, voxel_size, min_interior=min_interior)
     return found[1] if found else None
 
 

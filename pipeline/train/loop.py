@@ -39,7 +39,7 @@ from pipeline.segment.unet.predict import resolve_device
 from pipeline.train.artefact import RESUME_KEYS, make_card, remove_outputs, write_card
 from pipeline.train.augment import augment
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, make_deterministic, restore_rng, save_checkpoint
-from pipeline.train.data import edges_inside_instances, nucleus_diameter, nucleus_diameters
+from pipeline.train.data import edges_inside_instances, nucleus_size
 from pipeline.train.common import load_split_volumes
 from pipeline.train.init import apply_init, load_init_state
 from pipeline.train.losses import CombinedLoss, centre_loss
@@ -171,7 +171,7 @@ def _run(
     _, voxel_size, train_vols, val_vols = load_split_volumes(config, patch, centre=config.model.centre)
     if not val_vols:
         LOG.warning("%s: no 'val' items: no validation, the last weights become the model", trainset.root)
-    diameter = nucleus_diameter(train_vols, voxel_size)
+    size = nucleus_size(train_vols, voxel_size)
     if config.labeling.include_edge is None:
         inner = edges_inside_instances(train_vols)
         LOG.info("edge voxels lie %s the instances: predicted instances %s them", "inside" if inner else "outside", "keep" if inner else "drop")
@@ -216,8 +216,8 @@ def _run(
     tile = config.validation.tile or patch
     board = TensorBoard(out / "tensorboard", config.tensorboard)
     summary = {
-        "train": train_vols, "val": val_vols, "trainset": trainset, "diameter": diameter,
-        "diameters": nucleus_diameters(train_vols, voxel_size), "init_from": init_record,
+        "train": train_vols, "val": val_vols, "trainset": trainset, "diameter": size[0] if size else None,
+        "diameters": size[1] if size else None, "init_from": init_record,
     }
 
     def checkpoint() -> None:
