@@ -214,6 +214,9 @@ def test_other_settings_are_refused_unless_overwrite(spheroid_plate, dask_client
     before = field.attrs("nuclei", label=True)
     with pytest.raises(StoreError, match=r"labels/nuclei: was made with other settings \(overlap: 0.125 -> 0.5.*\); pass --overwrite"):
         run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False)
+    # a change nested in the backend's description is named too (not "settings: ... -> ...")
+    with pytest.raises(StoreError, match=r"\(settings\.diameter_um: None -> \[20\.0, 10\.0, 10\.0\]\)"):
+        run_segment(Plate.open(url, mode="r+"), SegmentConfig(diameter=[20, 10, 10]), client=dask_client, progress=False)
     assert Plate.open(url).field("B10").attrs("nuclei", label=True) == before  # records unchanged
     assert not Plate.open(url).field("B10").done("nuclei", label=True)[1, 0]
     redone = run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False, overwrite=True)

@@ -51,15 +51,32 @@ def chunk_codecs(level: int = DEFAULT_LEVEL, cname: str = "zstd") -> list:
     return [compressor(level, cname), Crc32cCodec()]
 
 
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as ``{"a.b": value}`` (lists kept whole)."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def describe_change(old: dict | None, new: dict | None, limit: int = 3) -> str:
-    """``key: old -> new`` for the settings that differ (the first ``limit``), for error messages."""
+    """``key: old -> new`` for the settings that differ (the first ``limit``; nested keys dotted), for error messages.
+
+    Examples
+    --------
+    >>> describe_change({"model": {"diameter_um": None}, "tile": 1}, {"model": {"diameter_um": [34, 16, 17]}, "tile": 1})
+    'model.diameter_um: None -> [34, 16, 17]'
+    """
     if not isinstance(old, dict):
         return "no record of the settings it was made with"
-    new = new or {}
+    old, new = _flat(old), _flat(new or {})
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     parts = []
     for key in changed[:limit]:
-        a, b = (str(v) if not isinstance(v, (dict, list)) else "..." for v in (old.get(key), new.get(key)))
+        a, b = (str(v) for v in (old.get(key), new.get(key)))
         parts.append(f"{key}: {a[:60]} -> {b[:60]}")
     more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
     return "; ".join(parts) + more if parts else "a different signature"
