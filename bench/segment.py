@@ -1,6 +1,6 @@
 """Benchmark the segmentation backends on the same volumes: accuracy, seconds per volume, peak memory.
 
-    python bench/segment.py [--stardist DIR] [--cellpose DIR] [--unet DIR] [--volumes 2] [--big]
+    python bench/segment.py [--stardist DIR] [--cellpose DIR] [--unet DIR] [--volumes 2] [--tta 8] [--big]
 
 Data sets (none of them seen in training or model selection):
 
@@ -128,8 +128,8 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results, scores, seconds = [], [], []
     segmenter = None
-    tta = backend == "unet+tta"
-    backend = "unet" if tta else backend
+    tta = int(backend.removeprefix("unet+tta")) if backend.startswith("unet+tta") else 1
+    backend = "unet" if tta > 1 else backend
     for image, truth, voxel, diameter in volumes:
         config = SegmentConfig(backend=backend, model=model, device="cpu", diameter=diameter, tta=tta)
         if segmenter is None or segmenter.config != config:
@@ -141,11 +141,11 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
         scores.append(nucleus_scores(truth, labels)["evaluation_score"].to_numpy())
         if figures is not None and len(results) == 1:
             figures.mkdir(parents=True, exist_ok=True)
-            name = backend + ("-tta" if tta else "")
+            name = backend + (f"-tta{tta}" if tta > 1 else "")
             figure(image, truth, labels, figures / f"{name}-{dataset}.png", f"{name} on {dataset}: F1@0.5 {results[0].f1:.2f}")
     pooled = pool(results)
     return {
-        "backend": backend + ("+tta" if tta else ""), "model": model, "dataset": dataset, "volumes": len(volumes), "shape": list(volumes[0][0].shape),
+        "backend": backend + (f"+tta{tta}" if tta > 1 else ""), "model": model, "dataset": dataset, "volumes": len(volumes), "shape": list(volumes[0][0].shape),
         "seconds_per_volume": float(np.mean(seconds)), "seconds": seconds,
         "f1": float(pooled.f1), "precision": float(pooled.precision), "recall": float(pooled.recall),
         "n_true": int(pooled.n_true), "n_pred": int(pooled.n_pred),
@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--big", action="store_true", help="also the 64 x 2048 x 2048 block-path memory check (minutes)")
     parser.add_argument("--figures", type=Path, default=None, help="write an overlay of the middle slice per (backend, data set) here")
-    parser.add_argument("--tta", action="store_true", help="also the U-Net with test-time augmentation (4 flips)")
+    parser.add_argument("--tta", type=int, choices=[2, 4, 8, 16], default=None, help="also the U-Net with this many passes of test-time augmentation")
     parser.add_argument("--case", nargs=3, metavar=("BACKEND", "MODEL", "DATASET"), help=argparse.SUPPRESS)
     parser.add_argument("--big-case", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,7 +241,7 @@ def main() -> None:
         return
     from machine import cpu_scaling
 
-    models = {"unet": args.unet or "-", "unet+tta": (args.unet or "-") if args.tta else None, "stardist": args.stardist, "cellpose": args.cellpose}
+    models = {"unet": args.unet or "-", f"unet+tta{args.tta}": (args.unet or "-") if args.tta else None, "stardist": args.stardist, "cellpose": args.cellpose}
     rows = []
     scaling = cpu_scaling()
     for dataset in args.datasets:
@@ -251,7 +251,7 @@ def main() -> None:
             extra = ["--figures", str(args.figures)] if args.figures else []
             row = _subprocess(["--case", backend, model, dataset, "--volumes", str(args.volumes), "--threads", str(args.threads), *extra])
             rows.append(row)
-            print(f"{backend:9s} {dataset:18s} F1 {row['f1']:.3f}  ES {row['evaluation_score']:.3f}  {row['seconds_per_volume']:.1f} s/volume  "
+            print(f"{backend:12s} {dataset:18s} F1 {row['f1']:.3f}  ES {row['evaluation_score']:.3f}  {row['seconds_per_volume']:.1f} s/volume  "
                   f"peak {row['peak_rss_mb'] / 1024:.2f} GB", flush=True)
     result = {"cpu_scaling": scaling, "rows": rows}
     speed = {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import tifffile
@@ -85,6 +83,32 @@ def test_diameter_per_axis_option(tmp_path, spheroid):
     yaml_bad = run(tall, "--out", tmp_path / "b.tif", "-c", config)
     assert yaml_bad.exit_code == 1 and len(yaml_bad.output.strip().splitlines()) == 1
     assert "diameter" in yaml_bad.output and not (tmp_path / "b.tif").exists()
+
+
+def test_tta_option(tmp_path, spheroid):
+    """``--tta 8`` averages 8 flipped passes (recorded in the result); bad values and other backends are refused."""
+    from pipeline.config.segment import SegmentConfig
+    from pipeline.segment.tiff import segment_file
+
+    images, truth = spheroid
+    path = write_tiff(tmp_path / "vol.tif", images[0], VOXEL)
+    ok = run(path, "--out", tmp_path / "a.tif", "--tta", 8)
+    assert ok.exit_code == 0, ok.output
+    assert matching(truth, read_tiff(tmp_path / "a.tif")[0]).f1 > 0.3
+    info = segment_file(path, tmp_path / "b.tif", SegmentConfig(tta=2))
+    assert info["segmenter"]["settings"]["tta"] == 2
+    bad = run(path, "--out", tmp_path / "c.tif", "--tta", 3)
+    assert bad.exit_code == 2 and "--tta" in bad.output and not (tmp_path / "c.tif").exists()
+    config = tmp_path / "seg.yaml"
+    config.write_text("backend: stardist\ntta: 8\n")
+    other = run(path, "--out", tmp_path / "c.tif", "-c", config)
+    assert other.exit_code == 1 and len(other.output.strip().splitlines()) == 1
+    assert "tta (test-time augmentation) applies to the unet backend, not stardist" in other.output
+    assert not (tmp_path / "c.tif").exists()
+    combined = run(path, "--out", tmp_path / "c.tif", "--backend", "stardist", "--tta", 2)  # options that rule each other out
+    assert combined.exit_code == 1 and combined.output.strip() == (
+        "error: command line: key 'tta': Value error, tta (test-time augmentation) applies to the unet backend, not stardist; leave it at 1 (got 2)")
+    assert SegmentConfig(tta=True).tta == 4 and SegmentConfig(tta=False).tta == 1  # older configs' booleans
 
 
 @pytest.mark.parametrize(

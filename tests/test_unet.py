@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.segment.unet.network import UNet3D, count_parameters, default_pool
-from pipeline.segment.unet.predict import gaussian_importance, iter_tiles, predict_volume, tile_starts
+from pipeline.segment.unet.predict import gaussian_importance, iter_tiles, predict_volume, tile_starts, tta_transforms
 
 
 @pytest.mark.parametrize(
@@ -135,6 +135,38 @@ def test_predict_tiled_unet_is_close_to_one_shot_and_normalised(rng):
         ref = torch.softmax(net(torch.from_numpy(volume)[None, None]), 1)[0].numpy()
     # away from tile borders the receptive field is covered: tiled ~ one-shot
     assert np.abs(probs - ref)[:, 2:-2, 8:-8, 8:-8].mean() < 0.02
+
+
+@pytest.mark.parametrize("passes", [2, 4, 8, 16])
+def test_tta_is_the_mean_of_the_passes_transformed_back(rng, passes):
+    """Each pass sees the volume flipped (and y-x swapped), its output is turned back, the passes averaged."""
+    torch.manual_seed(0)
+    net = UNet3D(features=(4, 8)).eval()
+    volume = rng.normal(size=(6, 20, 28)).astype(np.float32)  # y != x: a swapped pass needs the tile swapped too
+    tile = (6, 16, 24)
+    expected = []
+    for axes, swap in tta_transforms(passes):
+        view = np.flip(volume, axes) if axes else volume
+        view = np.swapaxes(view, -1, -2) if swap else view
+        probs = predict_volume(net, np.ascontiguousarray(view), tile=(6, 24, 16) if swap else tile, device="cpu")
+        probs = np.swapaxes(probs, -1, -2) if swap else probs
+        expected.append(np.flip(probs, axes) if axes else probs)
+    got = predict_volume(net, volume, tile=tile, device="cpu", tta=passes)
+    assert got.shape == (3, 6, 20, 28)
+    np.testing.assert_allclose(got, np.mean(expected, axis=0), atol=1e-5)
+    np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
+    assert len({(axes, swap) for axes, swap in tta_transforms(passes)}) == passes
+
+
+def test_tta_of_a_pointwise_model_is_its_plain_output(rng):
+    """A model that sees one voxel at a time is unchanged by flips: every pass is turned back exactly."""
+    model = Pointwise()
+    volume = rng.normal(size=(5, 12, 17)).astype(np.float32)
+    plain = predict_volume(model, volume, tile=(4, 8, 8), overlap=0.5, device="cpu")
+    for passes in (1, 2, 4, 8, 16, True):
+        np.testing.assert_allclose(predict_volume(model, volume, tile=(4, 8, 8), overlap=0.5, device="cpu", tta=passes), plain, atol=1e-5)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        predict_volume(model, volume, tile=(4, 8, 8), tta=3)
 
 
 def test_predict_rejects_bad_input():

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from pipeline.cli.options import (
     apply_cluster_overrides,
@@ -20,9 +19,8 @@ from pipeline.cli.options import (
     storage_option,
     workers_option,
 )
-from pipeline.config.base import format_validation_error
+from pipeline.config.base import with_overrides
 from pipeline.config.convert import ConvertConfig
-from pipeline.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
@@ -129,13 +127,3 @@ def _quiet_distributed() -> None:
     level = max(logging.getLogger().getEffectiveLevel(), logging.WARNING)
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.http.proxy"):
         logging.getLogger(name).setLevel(level)
-
-
-def with_overrides(config: ConvertConfig, overrides: dict[str, Any]) -> ConvertConfig:
-    """``config`` with command-line values (``None`` = not given) applied and validated."""
-    data = config.model_dump()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ConvertConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "command line")) from None

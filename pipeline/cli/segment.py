@@ -17,6 +17,7 @@ from pipeline.cli.options import (
     storage_option,
     workers_option,
 )
+from pipeline.config.base import with_overrides
 from pipeline.config.segment import SegmentConfig
 
 TIFF_ENDINGS = (".tif", ".tiff")
@@ -63,11 +64,12 @@ def _channel(value: str | None):
 @click.option("--field", "fields", multiple=True, help="Store: field to segment, e.g. B10/0 (repeatable; default all).")
 @slice_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where the network runs.")
+@click.option("--tta", type=click.Choice(["1", "2", "4", "8", "16"]), default=None, help="U-Net: test-time augmentation, passes averaged (8: flips in z, y, x; ~8x the network's time).")
 @overwrite_option
 @workers_option
 @scheduler_option
 @storage_option
-def segment(target, config, out, backend, model, input_image, channel, voxel_size, diameter, normalize, fields, part, device, overwrite, workers, scheduler, storage_options):
+def segment(target, config, out, backend, model, input_image, channel, voxel_size, diameter, normalize, fields, part, device, tta, overwrite, workers, scheduler, storage_options):
     """Segment nuclei: in a STORE into labels/<output> (NGFF labels, resumable), or in one TIFF volume.
 
     TARGET is a store (every field and time point) or a TIFF holding one ZYX volume (or CZYX
@@ -79,8 +81,9 @@ def segment(target, config, out, backend, model, input_image, channel, voxel_siz
     updates = {
         "backend": backend, "model": model, "input": input_image, "channel": _channel(channel), "device": device,
         "voxel_size": list(voxel_size) if voxel_size else None, "diameter": diameter, "normalize": normalize,
+        "tta": int(tta) if tta else None,
     }
-    config = SegmentConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    config = with_overrides(config, updates)
     if target.lower().endswith(TIFF_ENDINGS):
         from pipeline.segment.tiff import segment_file
 

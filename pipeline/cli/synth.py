@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from pipeline.cli.options import config_option, overwrite_option, progress_disabled
-from pipeline.config.base import format_validation_error
+from pipeline.config.base import with_overrides
 from pipeline.config.synth import SynthConfig
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import StoreError
 
 LOG = logging.getLogger(__name__)
 
@@ -109,12 +109,7 @@ def apply_overrides(config: SynthConfig, *, timepoints=None, shape=None, wells=N
         update["seed"] = seed
     if not update:
         return config
-    from pydantic import ValidationError
-
-    try:
-        return SynthConfig.model_validate({**config.model_dump(), **update})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "command-line options")) from None
+    return with_overrides(config, update, "command-line options")
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.options import config_option, progress_disabled
+from pipeline.config.base import with_overrides
 from pipeline.config.train import TrainConfig
 
 LOG = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def train(
         "init_from": str(init_from) if init_from is not None else None,
         "voxel_size": list(voxel_size) if voxel_size else None,
     }
-    config = TrainConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    config = with_overrides(config, updates)
     if config.command is None:
         config = config.model_copy(update={"command": _command_line(config)})
     result = run_training(config, resume=resume, progress=not progress_disabled())

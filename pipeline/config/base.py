@@ -138,6 +138,23 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: dict[
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+def with_overrides(config: M, overrides: dict[str, Any], source: str = "command line") -> M:
+    """``config`` with the command line's values applied (``None``: not given) and validated again.
+
+    Raises
+    ------
+    ConfigError
+        In one line naming ``source`` and the offending keys, where the combination is invalid
+        (e.g. an option that another option or the config file rules out).
+    """
+    data = config.model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return type(config).model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Return ``base`` updated recursively with ``update`` (neither is modified)."""
     out = dict(base)

@@ -99,6 +99,40 @@ def outputs_to_probs(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     return probs
 
 
+#: Passes test-time augmentation can make (:func:`tta_transforms`).
+TTA_PASSES = (1, 2, 4, 8, 16)
+
+
+def tta_passes(tta: int | bool) -> int:
+    """The number of passes of a ``tta`` setting (``False`` 1, ``True`` 4, else the number itself)."""
+    passes = 4 if tta is True else 1 if tta is False else int(tta)
+    if passes not in TTA_PASSES:
+        raise ValueError(f"tta must be one of {TTA_PASSES} passes, got {tta!r}")
+    return passes
+
+
+def tta_transforms(passes: int) -> list[tuple[tuple[int, ...], bool]]:
+    """The transforms of ``passes``-fold test-time augmentation: (axes flipped, y and x swapped) each.
+
+    Flips in y and x come first (4 passes), then the same with z flipped (8), then all of them
+    with y and x swapped (16). The network is applied to each transformed volume and its output
+    transformed back. A flip in z alone is the 2-pass set.
+
+    Examples
+    --------
+    >>> tta_transforms(2)
+    [((), False), ((-3,), False)]
+    >>> len(tta_transforms(16)), tta_transforms(16)[-1]
+    (16, ((-3, -2, -1), True))
+    """
+    if passes == 2:
+        return [((), False), ((-3,), False)]
+    flips_yx = [(), (-1,), (-2,), (-2, -1)]
+    flips = flips_yx + [(-3, *axes) for axes in flips_yx]
+    out = [(axes, False) for axes in flips] + [(axes, True) for axes in flips]
+    return out[: tta_passes(passes)]
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(np.ceil(value / multiple) * multiple)
 
@@ -120,7 +154,7 @@ def predict_volume(
     device: str | torch.device | None = None,
     divisor: Sequence[int] | None = None,
     progress: bool = False,
-    tta: bool = False,
+    tta: int | bool = 1,
     precision: str = "fp32",
 ) -> np.ndarray:
     """Class probabilities of a ``(z, y, x)`` volume by sliding-window inference.
@@ -144,9 +178,10 @@ def predict_volume(
         Sizes the network needs multiples of; ``model.divisor`` when the model has it, else 1.
     progress : bool
         Show a tqdm bar over the tiles.
-    tta : bool
-        Test-time augmentation: the mean of the probabilities of the volume and of its
-        flips along y, x and both (4 passes).
+    tta : int or bool
+        Test-time augmentation: the mean of the probabilities of this many transformed copies
+        of the volume (:func:`tta_transforms`: 1 none, 2 a flip in z, 4 the flips in y and x,
+        8 the flips in z, y and x, 16 those with and without swapping y and x); ``True`` is 4.
     precision : {"fp32", "bf16", "auto"}
         Arithmetic of the forward pass: ``bf16`` autocast (3-4x faster on CPUs with AMX or
         AVX512-BF16), ``auto`` for bf16 where the device supports it (:func:`resolve_precision`).
@@ -162,15 +197,21 @@ def predict_volume(
     ValueError
         On a volume that is not 3D or 4D, or an overlap outside ``[0, 1)``.
     """
-    if tta:
-        kwargs = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, divisor=divisor, progress=progress, precision=precision)
+    passes = tta_passes(tta)
+    if passes > 1:
+        kwargs = dict(overlap=overlap, batch_size=batch_size, device=device, divisor=divisor, progress=progress, precision=precision)
         total = None
-        for axes in ((), (-1,), (-2,), (-2, -1)):
-            flipped = np.flip(volume, axes) if axes else volume
-            probs = predict_volume(model, np.ascontiguousarray(flipped), **kwargs)
+        for axes, swap in tta_transforms(passes):
+            view = np.flip(volume, axes) if axes else volume
+            if swap:
+                view = np.swapaxes(view, -1, -2)
+            pass_tile = (tile[0], tile[2], tile[1]) if swap else tuple(tile)
+            probs = predict_volume(model, np.ascontiguousarray(view), tile=pass_tile, **kwargs)
+            if swap:
+                probs = np.swapaxes(probs, -1, -2)
             probs = np.flip(probs, axes) if axes else probs
-            total = probs if total is None else total + probs
-        return np.ascontiguousarray(total / np.float32(4), dtype=np.float32)
+            total = probs.copy() if total is None else np.add(total, probs, out=total)
+        return np.ascontiguousarray(total / np.float32(passes), dtype=np.float32)
     if volume.ndim == 3:
         volume = volume[None]
     if volume.ndim != 4:
