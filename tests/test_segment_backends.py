@@ -94,6 +94,10 @@ def test_train_then_segment_a_store(backend, trainset, plate, tmp_path, dask_cli
     assert described["backend"] == backend and described["model"] == model and len(described["model_sha256"]) == 64
     assert isinstance(get_segmenter(config), Segmenter)
     assert field.attrs("nuclei", label=True)["model_sha256"] == described["model_sha256"]
+    from pipeline.train.heldout import evaluate_model
+
+    with pytest.raises(InputError, match=f"test-time augmentation \\(--tta\\) applies to U-Net models, not {backend}"):
+        evaluate_model(model, trainset, split="val", tta=8)
 
 
 @pytest.mark.parametrize("backend", ["stardist", "cellpose"])

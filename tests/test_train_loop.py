@@ -232,6 +232,11 @@ def test_heldout_evaluation(trainset, tmp_path):
     assert "Held-out synthetic (split `val`" in (result.model_dir / "MODEL.md").read_text()  # rewritten with the card
     run = CliRunner().invoke(cli, ["test-model", str(result.model_dir), "--trainset", str(trainset)], obj={})
     assert run.exit_code == 1 and "no 'test' items" in run.output
+    # --tta: the same items through 8 flipped passes, recorded in the result's settings
+    flipped = evaluate_model(result.model_dir, trainset, split="val", tta=8)
+    assert flipped["settings"]["tta"] == 8 and flipped["metrics"]["synthetic"]["n_true"] == scored["metrics"]["synthetic"]["n_true"]
+    run = CliRunner().invoke(cli, ["test-model", str(result.model_dir), "--trainset", str(trainset), "--split", "val", "--tta", "8"], obj={})
+    assert run.exit_code == 0 and "instances F1@0.5" in run.output, run.output
 
 
 def test_cli_voxel_size_from_the_trainset_unless_given(trainset, tmp_path):

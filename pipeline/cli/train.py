@@ -88,9 +88,10 @@ def train(
 @click.option("--trainset", required=True, type=click.Path(file_okay=False, path_type=Path), help="Training-set folder with the held-out items.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Split to score.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--tta", type=click.Choice(["1", "2", "4", "8", "16"]), default="1", show_default=True, help="U-Net: passes of test-time augmentation, as `segment --tta`.")
 @click.option("--update-card", is_flag=True, help="Store the result under metrics.heldout in MODEL/model.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-def test_model(model: Path, trainset: Path, split: str, device: str, update_card: bool, as_json: bool) -> None:
+def test_model(model: Path, trainset: Path, split: str, device: str, tta: str, update_card: bool, as_json: bool) -> None:
     """Score MODEL (any backend) on held-out items: instance F1 at IoU 0.5 (U-Net: also per-class F1), per source.
 
     The model runs as `spheroid segment` runs it (same tile rule, precision, labelling).
@@ -99,7 +100,7 @@ def test_model(model: Path, trainset: Path, split: str, device: str, update_card
 
     from pipeline.train.heldout import evaluate_model, record_in_card
 
-    result = evaluate_model(model, trainset, split=split, device=device)
+    result = evaluate_model(model, trainset, split=split, device=device, tta=int(tta))
     if update_card:
         record_in_card(model, result)  # and rewrites MODEL.md
     if as_json:

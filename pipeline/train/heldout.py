@@ -56,6 +56,7 @@ def evaluate_model(
     split: str = "test",
     device: str = "cpu",
     threshold: float = 0.5,
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Instance F1 (and, for the U-Net, per-class pixel scores) of a model on one split, per source and overall.
 
@@ -71,21 +72,25 @@ def evaluate_model(
         Where to run the network (``cpu``, ``cuda``, ``auto``).
     threshold : float
         IoU threshold of the matching.
+    tta : int
+        U-Net: passes of test-time augmentation (``SegmentConfig.tta``), to measure what they buy.
 
     Returns
     -------
     dict
-        ``{"split", "trainset", "backend", "items": {source: [ids]}, "metrics": {source or "all": {...}}}``.
+        ``{"split", "trainset", "backend", "settings", "items": {source: [ids]}, "metrics": {source or "all": {...}}}``.
 
     Raises
     ------
     InputError
-        When the split has no item of the model's channel(s).
+        When the split has no item of the model's channel(s), or ``tta`` is asked of another backend.
     """
     from pipeline.segment.backends import BACKENDS
 
     backend = card_backend(model_dir)
-    segmenter = BACKENDS[backend](SegmentConfig(backend=backend, model=str(model_dir), device=device))
+    if tta > 1 and backend != "unet":
+        raise InputError(f"{model_dir}: test-time augmentation (--tta) applies to U-Net models, not {backend}")
+    segmenter = BACKENDS[backend](SegmentConfig(backend=backend, model=str(model_dir), device=device, tta=tta))
     card = segmenter.card
     ts = TrainingSet.open(trainset)
     volumes = _split_volumes(card, ts, split)
