@@ -217,6 +217,8 @@ def test_other_settings_are_refused_unless_overwrite(spheroid_plate, dask_client
     # a change nested in the backend's description is named too (not "settings: ... -> ...")
     with pytest.raises(StoreError, match=r"\(settings\.diameter_um: None -> \[20\.0, 10\.0, 10\.0\]\)"):
         run_segment(Plate.open(url, mode="r+"), SegmentConfig(diameter=[20, 10, 10]), client=dask_client, progress=False)
+    with pytest.raises(StoreError, match=r"\(settings\.tta: 1 -> 8\); pass --overwrite"):  # test-time augmentation changes the labels too
+        run_segment(Plate.open(url, mode="r+"), SegmentConfig(tta=8), client=dask_client, progress=False)
     assert Plate.open(url).field("B10").attrs("nuclei", label=True) == before  # records unchanged
     assert not Plate.open(url).field("B10").done("nuclei", label=True)[1, 0]
     redone = run_segment(Plate.open(url, mode="r+"), SegmentConfig(overlap=0.5), client=dask_client, progress=False, overwrite=True)

@@ -31,6 +31,16 @@ def config_option(model: type, default: str | None = None) -> Callable:
     )
 
 
+def tta_option(default: str | None = None) -> Callable:
+    """``--tta N``: passes of the U-Net's test-time augmentation (``SegmentConfig.tta``)."""
+    from pipeline.config.segment import TTA_PASSES
+
+    return click.option(
+        "--tta", type=click.Choice([str(n) for n in TTA_PASSES]), default=default, show_default=default is not None,
+        help="U-Net: test-time augmentation, passes averaged (8: the flips in z, y and x; about 7-8x the network's time).",
+    )
+
+
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs instead of resuming.")
 
 workers_option = click.option(

@@ -15,6 +15,7 @@ from pipeline.cli.options import (
     scheduler_option,
     slice_option,
     storage_option,
+    tta_option,
     workers_option,
 )
 from pipeline.config.base import with_overrides
@@ -64,7 +65,7 @@ def _channel(value: str | None):
 @click.option("--field", "fields", multiple=True, help="Store: field to segment, e.g. B10/0 (repeatable; default all).")
 @slice_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where the network runs.")
-@click.option("--tta", type=click.Choice(["1", "2", "4", "8", "16"]), default=None, help="U-Net: test-time augmentation, passes averaged (8: flips in z, y, x; ~8x the network's time).")
+@tta_option()
 @overwrite_option
 @workers_option
 @scheduler_option

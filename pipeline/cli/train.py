@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import config_option, progress_disabled
+from pipeline.cli.options import config_option, progress_disabled, tta_option
 from pipeline.config.base import with_overrides
 from pipeline.config.train import TrainConfig
 
@@ -88,7 +88,7 @@ def train(
 @click.option("--trainset", required=True, type=click.Path(file_okay=False, path_type=Path), help="Training-set folder with the held-out items.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Split to score.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--tta", type=click.Choice(["1", "2", "4", "8", "16"]), default="1", show_default=True, help="U-Net: passes of test-time augmentation, as `segment --tta`.")
+@tta_option("1")
 @click.option("--update-card", is_flag=True, help="Store the result under metrics.heldout in MODEL/model.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def test_model(model: Path, trainset: Path, split: str, device: str, tta: str, update_card: bool, as_json: bool) -> None:

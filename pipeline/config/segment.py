@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -10,6 +10,9 @@ from pipeline.config.base import StrictModel
 from pipeline.config.cluster import ClusterConfig
 
 Backend = Literal["unet", "stardist", "cellpose"]
+TTAPasses = Literal[1, 2, 4, 8, 16]
+#: Passes test-time augmentation can make (:func:`pipeline.segment.unet.predict.tta_transforms`).
+TTA_PASSES: tuple[int, ...] = get_args(TTAPasses)
 
 
 class SegmentConfig(StrictModel):
@@ -60,11 +63,11 @@ class SegmentConfig(StrictModel):
     AVX512-BF16) or GPU computes it natively: 3-4x faster on such CPUs."""
     batch_size: int = Field(1, ge=1)
     """U-Net: tiles per forward pass."""
-    tta: Literal[1, 2, 4, 8, 16] = 1
+    tta: TTAPasses = 1
     """U-Net: test-time augmentation, the number of passes whose probabilities are averaged: 1
     none, 2 the volume and its flip in z, 4 the flips in y and x, 8 the flips in z, y and x, 16
-    those with y and x swapped too. Each pass costs one forward pass (8 passes: ~8x the network's
-    time); on the shipped model 8 passes gave +0.01 to +0.03 instance F1 (docs/SEGMENTATION.md).
+    those with y and x swapped too. Each pass costs one forward pass (8 passes: 7-8x the seconds
+    per volume); on the shipped model 8 passes gave +0.01 to +0.07 instance F1 (docs/SEGMENTATION.md).
     ``true`` / ``false`` of older configs read as 4 / 1."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the network runs: ``auto`` takes a GPU when the worker has one."""

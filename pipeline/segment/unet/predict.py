@@ -16,6 +16,7 @@ from itertools import product
 import numpy as np
 import torch
 from torch import nn
+from pipeline.config.segment import TTA_PASSES
 from pipeline.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
@@ -97,10 +98,6 @@ def outputs_to_probs(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     if logits.shape[1] > n_classes:
         probs = torch.cat([probs, torch.sigmoid(logits[:, n_classes:])], dim=1)
     return probs
-
-
-#: Passes test-time augmentation can make (:func:`tta_transforms`).
-TTA_PASSES = (1, 2, 4, 8, 16)
 
 
 def tta_passes(tta: int | bool) -> int:
