@@ -24,7 +24,7 @@ Data sets (none of them seen in training or model selection):
 Each (backend, data set) runs in its own subprocess (its peak RSS is its own) through the
 same path as ``spheroid segment`` (:meth:`ModelSegmenter.run`: normalise, resample,
 blocks, labels). Reported: seconds per volume (model loading excluded, labelling
-included), F1 at IoU 0.5 (StarDist's matching), the thesis' Evaluation Score (mean over
+included), F1 at IoU 0.5 (StarDist's matching; pooled over the volumes, and per volume with its median and range), the thesis' Evaluation Score (mean over
 true nuclei, :func:`pipeline.evaluate.score.nucleus_scores`), peak RSS, and the U-Net's
 speed as a ratio to StarDist's on the same volumes in the same run. ``--big`` also runs
 the U-Net on a 64 x 2048 x 2048 stored volume through the block path and reports the
@@ -147,7 +147,8 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
     return {
         "backend": backend + (f"+tta{tta}" if tta > 1 else ""), "model": model, "dataset": dataset, "volumes": len(volumes), "shape": list(volumes[0][0].shape),
         "seconds_per_volume": float(np.mean(seconds)), "seconds": seconds,
-        "f1": float(pooled.f1), "precision": float(pooled.precision), "recall": float(pooled.recall),
+        "f1": float(pooled.f1), "f1_per_volume": [float(r.f1) for r in results],
+        "precision": float(pooled.precision), "recall": float(pooled.recall),
         "n_true": int(pooled.n_true), "n_pred": int(pooled.n_pred),
         "evaluation_score": float(np.mean(np.concatenate(scores))),
         "panoptic_quality": float(pooled.panoptic_quality),
@@ -158,7 +159,6 @@ def run_case(backend: str, model: str | None, dataset: str, n: int, threads: int
 
 def run_big(model: str | None, threads: int, workdir: Path) -> dict:
     """The U-Net on a stored 64 x 2048 x 2048 volume through the worker's block path; peak RSS of this process."""
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
@@ -166,7 +166,6 @@ def run_big(model: str | None, threads: int, workdir: Path) -> dict:
     from pipeline.config.synth import SynthConfig
     from pipeline.io.ngff import ImageMeta
     from pipeline.io.plate import Plate
-    from pipeline.io.volumes import write_volume
     from pipeline.segment.backends import BACKENDS
     from pipeline.segment.stored import segment_stored
     from pipeline.synth import generate
@@ -207,10 +206,15 @@ def _subprocess(args: list[str]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backend | data | volumes | F1@0.5 | Evaluation Score | s / volume | peak RSS (GB) |", "|---|---|---|---|---|---|---|"]
+    import numpy as np
+
+    lines = ["| backend | data | volumes | F1@0.5 pooled (per volume: median, range) | Evaluation Score | s / volume | peak RSS (GB) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
+        per = r.get("f1_per_volume", [])
+        spread = f" ({np.median(per):.3f}, {min(per):.3f}-{max(per):.3f})" if len(per) > 1 else ""
         lines.append(
-            f"| {r['backend']} | {r['dataset']} ({'x'.join(map(str, r['shape']))}) | {r['volumes']} | {r['f1']:.3f} | "
+            f"| {r['backend']} | {r['dataset']} ({'x'.join(map(str, r['shape']))}) | {r['volumes']} | {r['f1']:.3f}{spread} | "
             f"{r['evaluation_score']:.3f} | {r['seconds_per_volume']:.1f} | {r['peak_rss_mb'] / 1024:.2f} |"
         )
     return "\n".join(lines)
