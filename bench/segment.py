@@ -24,8 +24,9 @@ Data sets (none of them seen in training or model selection):
 Each (backend, data set) runs in its own subprocess (its peak RSS is its own) through the
 same path as ``spheroid segment`` (:meth:`ModelSegmenter.run`: normalise, resample,
 blocks, labels). Reported: seconds per volume (model loading excluded, labelling
-included), F1 at IoU 0.5 (StarDist's matching; pooled over the volumes, and per volume with its median and range), the thesis' Evaluation Score (mean over
-true nuclei, :func:`pipeline.evaluate.score.nucleus_scores`), peak RSS, and the U-Net's
+included), F1 at IoU 0.5 (StarDist's matching; pooled over the volumes, and per volume
+with its median and range), the thesis' Evaluation Score (mean over true nuclei,
+:func:`pipeline.evaluate.score.nucleus_scores`), peak RSS, and the U-Net's
 speed as a ratio to StarDist's on the same volumes in the same run. ``--big`` also runs
 the U-Net on a 64 x 2048 x 2048 stored volume through the block path and reports the
 worker's peak RSS (target: < 2 GB, flat in the volume's size). Writes
