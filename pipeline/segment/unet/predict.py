@@ -16,6 +16,7 @@ from itertools import product
 import numpy as np
 import torch
 from torch import nn
+
 from pipeline.config.segment import TTA_PASSES
 from pipeline.progress import progress_bar
 
